@@ -1,0 +1,1 @@
+"""The SEC web service: FastAPI app, settings, database models, API routers and serving."""

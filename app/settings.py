@@ -1,0 +1,79 @@
+"""All service configuration, from `SEC_*` environment variables (or a `.env` file).
+
+Defaults are the embedded shape: a SQLite database, Celery over kombu's SQLAlchemy transport
+on a SQLite file, and artifacts on local disk, all under `./var`. The production shape sets
+`SEC_DATABASE_URL` (Postgres), `SEC_BROKER_URL` (Redis) and `SEC_ARTIFACT_URL` (s3://...).
+Tests build their own `Settings(...)` and pass it to `create_app`, rather than patching env.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEC_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    var_dir: Path = VAR_DIR
+    database_url: str = f"sqlite:///{VAR_DIR}/sec.db"
+    broker_url: str = f"sqla+sqlite:///{VAR_DIR}/broker.db"
+    # file:// (or a bare path) for local disk; s3://bucket/prefix for an S3-compatible store.
+    artifact_url: str = f"file://{(VAR_DIR / 'artifacts').as_posix()}"
+    s3_endpoint_url: str | None = None
+
+    # Upload limits (413 beyond them).
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_dataset_rows: int = Field(default=500_000, ge=1)
+    max_model_archive_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_archive_entries: int = Field(default=10_000, ge=1)
+    max_archive_ratio: float = Field(default=200.0, gt=1)
+
+    # Jobs.
+    max_concurrent_jobs_per_tenant: int = Field(default=4, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_lease_seconds: int = Field(default=120, ge=5)
+    job_heartbeat_seconds: int = Field(default=20, ge=1)
+    job_hard_limit_minutes: float = Field(default=24 * 60, gt=0)
+
+    # Serving.
+    inference_max_inputs: int = Field(default=256, ge=1)
+    inference_max_text_chars: int = Field(default=10_000, ge=1)
+    inference_max_batch_size: int = Field(default=32, ge=1)
+    inference_max_wait_ms: float = Field(default=5.0, ge=0)
+    inference_queue_size: int = Field(default=1024, ge=1)
+    inference_threads: int = Field(default=2, ge=1)
+    inference_cache_models: int = Field(default=4, ge=1)
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.environment == "production":
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("SEC_DATABASE_URL must not be SQLite in production")
+            if self.broker_url.startswith("sqla+sqlite"):
+                raise ValueError("SEC_BROKER_URL must not be the SQLite broker in production")
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.var_dir / "uploads"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for running jobs (one folder per job)."""
+        return self.var_dir / "work"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Reading labelled text, and the data-optimization techniques (ADA, TAL)."""

@@ -1,0 +1,37 @@
+"""Errors the engine raises on purpose. Each carries a stable `code` the service stores on the job."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """A failure with a machine-readable code and a message meant for the user."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class DatasetError(EngineError):
+    """The dataset cannot be used: the message names the row, column or problem."""
+
+    code = "invalid_dataset"
+
+
+class ModelLoadError(EngineError):
+    """The base model cannot be loaded (unknown name, unsafe format, unsupported architecture)."""
+
+    code = "model_load_failed"
+
+
+class SpecError(EngineError):
+    """The spec is valid on its own but cannot be run on this model / data combination."""
+
+    code = "invalid_spec"
+
+
+class JobCancelled(EngineError):  # noqa: N818 - it is a signal, not a failure
+    """Raised at a checkpoint when the caller asked to cancel."""
+
+    code = "cancelled"

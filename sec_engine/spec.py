@@ -1,0 +1,213 @@
+"""The job spec: what a user asks the SEC engine to do.
+
+This module is the contract between the service (which validates it on `POST /v1/jobs` and
+stores it as JSON on the job row) and the engine (which runs it). It imports nothing heavy
+(no torch), so the API can validate specs without loading the ML stack.
+
+Every technique of the paper is one switchable section under `techniques`, so the paper's
+ablations (Tables 1-4) are specs with sections switched off. Unknown fields are rejected
+everywhere (`extra="forbid"`): a typo in a spec must fail loudly, not be ignored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base for every spec section: unknown keys are an error, and sections are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Task(StrEnum):
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+
+
+class Budget(StrictModel):
+    max_minutes: float = Field(
+        default=30.0, gt=0, le=24 * 60, description="Wall-clock budget; the job ends with the best model found so far."
+    )
+    label_budget: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Fraction of the labelled training rows whose labels may be used (TAL spends it).",
+    )
+
+
+class Targets(StrictModel):
+    """Targets are reported per target as met / not met; missing one never fails the job."""
+
+    max_size_mb: float | None = Field(default=None, gt=0)
+    min_compression: float | None = Field(
+        default=None, ge=1, description="Teacher size / compressed size, both measured on disk."
+    )
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    latency_batch_size: int = Field(default=32, ge=1, le=1024)
+    latency_seq_len: int = Field(default=128, ge=8, le=4096)
+    max_accuracy_drop: float = Field(
+        default=0.01, ge=0, le=1, description="Accuracy drop vs the teacher, as a fraction (0.01 = 1 point)."
+    )
+
+    @model_validator(mode="after")
+    def _one_size_target(self) -> Self:
+        if self.max_size_mb is not None and self.min_compression is not None:
+            raise ValueError("give either targets.max_size_mb or targets.min_compression, not both")
+        return self
+
+
+class TrainingConfig(StrictModel):
+    """Shared optimisation settings for teacher fine-tuning and student training."""
+
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    max_seq_len: int = Field(default=128, ge=8, le=4096)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    teacher_epochs: float = Field(default=1.0, ge=0, le=100, description="0 = the base is already a fine-tuned teacher.")
+    student_epochs: float = Field(default=2.0, gt=0, le=100)
+    eval_every_steps: int = Field(default=50, ge=1)
+
+
+class DataSplit(StrictModel):
+    """How the uploaded labelled rows are split when no separate validation set is given.
+
+    The test split is held out from everything the engine tunes on; final metrics are on it.
+    """
+
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    max_train_rows: int | None = Field(default=None, ge=10)
+
+
+class AugmentationOperator(StrEnum):
+    WORDNET_SYNONYM = "wordnet_synonym"
+    EMBEDDING_SYNONYM = "embedding_synonym"
+    RANDOM_INSERTION = "random_insertion"
+    RANDOM_SWAP = "random_swap"
+    RANDOM_DELETION = "random_deletion"
+    BACK_TRANSLATION = "back_translation"
+
+
+class AdaConfig(StrictModel):
+    """Adaptive data augmentation (paper eq. 1)."""
+
+    enabled: bool = True
+    operators: tuple[AugmentationOperator, ...] = (
+        AugmentationOperator.WORDNET_SYNONYM,
+        AugmentationOperator.EMBEDDING_SYNONYM,
+        AugmentationOperator.RANDOM_INSERTION,
+        AugmentationOperator.RANDOM_SWAP,
+        AugmentationOperator.RANDOM_DELETION,
+    )
+    max_augmentations_per_example: int = Field(default=2, ge=0, le=16)
+    max_strength: float = Field(default=0.3, gt=0, le=1, description="Largest fraction of words an operator may touch.")
+
+
+class AcquisitionStrategy(StrEnum):
+    ENTROPY = "entropy"
+    MARGIN = "margin"
+    RANDOM = "random"
+
+
+class TalConfig(StrictModel):
+    """Transfer-active learning with semi-supervised pseudo-labels (paper eq. 2)."""
+
+    enabled: bool = True
+    strategy: AcquisitionStrategy = AcquisitionStrategy.ENTROPY
+    rounds: int = Field(default=3, ge=1, le=50)
+    initial_fraction: float = Field(
+        default=0.3, gt=0, le=1, description="Share of the label budget spent on a random seed set before querying."
+    )
+    pseudo_label_threshold: float = Field(default=0.9, ge=0.5, le=1)
+    consistency_weight: float = Field(default=1.0, ge=0, le=100, description="The paper's λ in L_TAL = L_TL + λ L_AL.")
+
+
+class PruningMode(StrEnum):
+    STRUCTURED = "structured"
+    UNSTRUCTURED = "unstructured"
+
+
+class AipConfig(StrictModel):
+    """Adaptive iterative pruning (paper eq. 3)."""
+
+    enabled: bool = True
+    mode: PruningMode = PruningMode.STRUCTURED
+    target_head_sparsity: float = Field(default=0.5, ge=0, lt=1)
+    target_ffn_sparsity: float = Field(default=0.5, ge=0, lt=1)
+    target_weight_sparsity: float = Field(default=0.8, ge=0, lt=1, description="Unstructured mode only.")
+    initial_step: float = Field(default=0.1, gt=0, le=1, description="First pruning step, as a fraction of the target.")
+    accuracy_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="The paper's T; defaults to targets.max_accuracy_drop."
+    )
+
+
+class QuantRuntime(StrEnum):
+    AUTO = "auto"
+    ONNX = "onnxruntime"
+    TORCH = "torch"
+
+
+class SqdConfig(StrictModel):
+    """Synergistic quantization and distillation (paper eq. 4): L_SQD = L_Q + α L_KD."""
+
+    enabled: bool = True
+    student_layers: int | None = Field(default=None, ge=1, description="None = half the teacher's layers, rounded up.")
+    temperature: float = Field(default=2.0, gt=0, le=20)
+    alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the distillation term.")
+    hidden_weight: float = Field(default=1.0, ge=0, le=100)
+    qat: bool = True
+    runtime: QuantRuntime = QuantRuntime.AUTO
+    prune_vocabulary: bool = False
+
+
+class Techniques(StrictModel):
+    ada: AdaConfig = AdaConfig()
+    tal: TalConfig = TalConfig()
+    aip: AipConfig = AipConfig()
+    sqd: SqdConfig = SqdConfig()
+
+
+class ControllerConfig(StrictModel):
+    """Synergy Controller (paper eq. 5): min L_task + λ1 R_data + λ2 R_model."""
+
+    lambda1: float = Field(default=0.5, ge=0, le=10)
+    lambda2: float = Field(default=0.5, ge=0, le=10)
+    adaptive: bool = True
+
+
+class JobSpec(StrictModel):
+    """One compression job.
+
+    `base_model` is a built-in name (see `sec_engine.models.registry`), an uploaded model's id
+    (service only), a local directory (CLI only) or a hub id for users with hub access.
+    `dataset`, `validation_dataset` and `unlabelled_dataset` are dataset ids in the service and
+    file paths in the CLI; the caller resolves them to files before the engine runs.
+    """
+
+    base_model: str = Field(default="minilm-l6", min_length=1, max_length=512)
+    dataset: str = Field(min_length=1, max_length=1024)
+    validation_dataset: str | None = Field(default=None, max_length=1024)
+    unlabelled_dataset: str | None = Field(default=None, max_length=1024)
+    task: Task = Task.SEQUENCE_CLASSIFICATION
+    budget: Budget = Budget()
+    targets: Targets = Targets()
+    training: TrainingConfig = TrainingConfig()
+    split: DataSplit = DataSplit()
+    techniques: Techniques = Techniques()
+    controller: ControllerConfig = ControllerConfig()
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        t = self.techniques
+        if t.ada.enabled and not t.ada.operators:
+            raise ValueError("techniques.ada is enabled but lists no operators")
+        if self.budget.label_budget < 1.0 and not t.tal.enabled:
+            # Without TAL there is nothing that chooses which labels to spend; a random subset
+            # would silently be a different experiment than the user asked for.
+            raise ValueError("budget.label_budget < 1 needs techniques.tal.enabled (TAL spends the label budget)")
+        return self
