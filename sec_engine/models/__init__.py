@@ -1,0 +1,1 @@
+"""Finding and loading base models (safely: safetensors only, never remote code)."""
