@@ -31,7 +31,7 @@ class SpecError(EngineError):
     code = "invalid_spec"
 
 
-class JobCancelled(EngineError):  # noqa: N818 - it is a signal, not a failure
+class JobCancelled(EngineError):
     """Raised at a checkpoint when the caller asked to cancel."""
 
     code = "cancelled"

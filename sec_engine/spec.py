@@ -29,7 +29,10 @@ class Task(StrEnum):
 
 class Budget(StrictModel):
     max_minutes: float = Field(
-        default=30.0, gt=0, le=24 * 60, description="Wall-clock budget; the job ends with the best model found so far."
+        default=30.0,
+        gt=0,
+        le=24 * 60,
+        description="Wall-clock budget; the job ends with the best model found so far.",
     )
     label_budget: float = Field(
         default=1.0,
@@ -50,7 +53,10 @@ class Targets(StrictModel):
     latency_batch_size: int = Field(default=32, ge=1, le=1024)
     latency_seq_len: int = Field(default=128, ge=8, le=4096)
     max_accuracy_drop: float = Field(
-        default=0.01, ge=0, le=1, description="Accuracy drop vs the teacher, as a fraction (0.01 = 1 point)."
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Accuracy drop vs the teacher, as a fraction (0.01 = 1 point).",
     )
 
     @model_validator(mode="after")
@@ -66,7 +72,9 @@ class TrainingConfig(StrictModel):
     batch_size: int = Field(default=32, ge=1, le=1024)
     max_seq_len: int = Field(default=128, ge=8, le=4096)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
-    teacher_epochs: float = Field(default=1.0, ge=0, le=100, description="0 = the base is already a fine-tuned teacher.")
+    teacher_epochs: float = Field(
+        default=1.0, ge=0, le=100, description="0 = the base is already a fine-tuned teacher."
+    )
     student_epochs: float = Field(default=2.0, gt=0, le=100)
     eval_every_steps: int = Field(default=50, ge=1)
 
@@ -103,7 +111,9 @@ class AdaConfig(StrictModel):
         AugmentationOperator.RANDOM_DELETION,
     )
     max_augmentations_per_example: int = Field(default=2, ge=0, le=16)
-    max_strength: float = Field(default=0.3, gt=0, le=1, description="Largest fraction of words an operator may touch.")
+    max_strength: float = Field(
+        default=0.3, gt=0, le=1, description="Largest fraction of words an operator may touch."
+    )
 
 
 class AcquisitionStrategy(StrEnum):
@@ -119,10 +129,15 @@ class TalConfig(StrictModel):
     strategy: AcquisitionStrategy = AcquisitionStrategy.ENTROPY
     rounds: int = Field(default=3, ge=1, le=50)
     initial_fraction: float = Field(
-        default=0.3, gt=0, le=1, description="Share of the label budget spent on a random seed set before querying."
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Share of the label budget spent on a random seed set before querying.",
     )
     pseudo_label_threshold: float = Field(default=0.9, ge=0.5, le=1)
-    consistency_weight: float = Field(default=1.0, ge=0, le=100, description="The paper's λ in L_TAL = L_TL + λ L_AL.")
+    consistency_weight: float = Field(
+        default=1.0, ge=0, le=100, description="The paper's λ in L_TAL = L_TL + λ L_AL."
+    )
 
 
 class PruningMode(StrEnum):
@@ -137,10 +152,17 @@ class AipConfig(StrictModel):
     mode: PruningMode = PruningMode.STRUCTURED
     target_head_sparsity: float = Field(default=0.5, ge=0, lt=1)
     target_ffn_sparsity: float = Field(default=0.5, ge=0, lt=1)
-    target_weight_sparsity: float = Field(default=0.8, ge=0, lt=1, description="Unstructured mode only.")
-    initial_step: float = Field(default=0.1, gt=0, le=1, description="First pruning step, as a fraction of the target.")
+    target_weight_sparsity: float = Field(
+        default=0.8, ge=0, lt=1, description="Unstructured mode only."
+    )
+    initial_step: float = Field(
+        default=0.1, gt=0, le=1, description="First pruning step, as a fraction of the target."
+    )
     accuracy_threshold: float | None = Field(
-        default=None, ge=0, le=1, description="The paper's T; defaults to targets.max_accuracy_drop."
+        default=None,
+        ge=0,
+        le=1,
+        description="The paper's T; defaults to targets.max_accuracy_drop.",
     )
 
 
@@ -154,7 +176,9 @@ class SqdConfig(StrictModel):
     """Synergistic quantization and distillation (paper eq. 4): L_SQD = L_Q + α L_KD."""
 
     enabled: bool = True
-    student_layers: int | None = Field(default=None, ge=1, description="None = half the teacher's layers, rounded up.")
+    student_layers: int | None = Field(
+        default=None, ge=1, description="None = half the teacher's layers, rounded up."
+    )
     temperature: float = Field(default=2.0, gt=0, le=20)
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the distillation term.")
     hidden_weight: float = Field(default=1.0, ge=0, le=100)
@@ -209,5 +233,7 @@ class JobSpec(StrictModel):
         if self.budget.label_budget < 1.0 and not t.tal.enabled:
             # Without TAL there is nothing that chooses which labels to spend; a random subset
             # would silently be a different experiment than the user asked for.
-            raise ValueError("budget.label_budget < 1 needs techniques.tal.enabled (TAL spends the label budget)")
+            raise ValueError(
+                "budget.label_budget < 1 needs techniques.tal.enabled (TAL spends the label budget)"
+            )
         return self

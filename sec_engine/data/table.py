@@ -51,7 +51,7 @@ class Table:
         return sorted({r.label for r in self.rows if r.label is not None})
 
     def summary(self) -> dict[str, Any]:
-        balance = Counter(r.label for r in self.labelled)
+        balance = Counter(r.label for r in self.labelled if r.label is not None)
         return {
             "format": self.format,
             "rows": len(self.rows),
@@ -154,7 +154,9 @@ def _cell(value: Any, line: int, column: str) -> str | None:
     return s or None
 
 
-def _validate(records: list[tuple[int, dict[str, Any]]], fmt: Format, *, require_labels: bool) -> Table:
+def _validate(
+    records: list[tuple[int, dict[str, Any]]], fmt: Format, *, require_labels: bool
+) -> Table:
     if not records:
         raise DatasetError("the file has a header but no rows")
     rows: list[Row] = []
@@ -179,16 +181,22 @@ def _validate(records: list[tuple[int, dict[str, Any]]], fmt: Format, *, require
     has_pairs = any(r.text_pair is not None for r in rows)
     if has_pairs and any(r.text_pair is None for r in rows):
         missing = sum(r.text_pair is None for r in rows)
-        raise DatasetError(f"{missing} row(s) have no text_pair while others do: a pair task needs it on every row")
+        raise DatasetError(
+            f"{missing} row(s) have no text_pair while others do: a pair task needs it on every row"
+        )
     table = Table(rows=rows, format=fmt, has_pairs=has_pairs, problems=problems)
     if require_labels:
         labels = table.labels
         if not labels:
-            raise DatasetError("no row has a label: a labelled dataset needs a 'label' column with values")
+            raise DatasetError(
+                "no row has a label: a labelled dataset needs a 'label' column with values"
+            )
         if len(labels) < 2:
-            raise DatasetError(f"the label column has only one class ({labels[0]!r}): classification needs at least 2")
+            raise DatasetError(
+                f"the label column has only one class ({labels[0]!r}): classification needs at least 2"
+            )
         counts = Counter(r.label for r in table.labelled)
-        rare = sorted(k for k, n in counts.items() if n < 2)
+        rare = sorted(k for k, n in counts.items() if k is not None and n < 2)
         if rare:
             problems.append(f"classes with fewer than 2 examples: {rare}")
     return table
