@@ -24,7 +24,9 @@ class CeleryJobQueue:
 
     def __init__(self, broker_url: str) -> None:
         self._celery = Celery("sec-api", broker=broker_url)
-        self._celery.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
+        self._celery.conf.update(
+            task_serializer="json", accept_content=["json"], task_ignore_result=True
+        )
 
     def enqueue(self, job_id: str, queue: str) -> None:
         self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
