@@ -23,10 +23,12 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     var_dir: Path = VAR_DIR
-    database_url: str = f"sqlite:///{VAR_DIR}/sec.db"
-    broker_url: str = f"sqla+sqlite:///{VAR_DIR}/broker.db"
+    # Empty = derived from `var_dir` (see `_derive_paths`), so a test or a second instance that
+    # only sets `var_dir` gets its own database, broker file and artifact folder.
+    database_url: str = ""
+    broker_url: str = ""
     # file:// (or a bare path) for local disk; s3://bucket/prefix for an S3-compatible store.
-    artifact_url: str = f"file://{(VAR_DIR / 'artifacts').as_posix()}"
+    artifact_url: str = ""
     s3_endpoint_url: str | None = None
 
     # Upload limits (413 beyond them).
@@ -54,6 +56,22 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    # Server-sent events: how often the stream polls the database for new job events.
+    sse_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Largest JSON request body (uploads have their own limits above).
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Self:
+        var = self.var_dir.as_posix()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{var}/sec.db"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{var}/broker.db"
+        if not self.artifact_url:
+            self.artifact_url = f"file://{var}/artifacts"
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:

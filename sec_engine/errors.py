@@ -19,6 +19,12 @@ class DatasetError(EngineError):
     code = "invalid_dataset"
 
 
+class DatasetTooLarge(DatasetError):
+    """The dataset is over a row or size limit (the API answers 413, not 422)."""
+
+    code = "dataset_too_large"
+
+
 class ModelLoadError(EngineError):
     """The base model cannot be loaded (unknown name, unsafe format, unsupported architecture)."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sec_engine.errors import DatasetError
+from sec_engine.errors import DatasetError, DatasetTooLarge
 
 Format = Literal["csv", "jsonl"]
 MAX_TEXT_CHARS = 20_000
@@ -115,7 +115,7 @@ def _parse_csv(text: str, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
                 raise DatasetError(f"line {line}: fewer values than header columns")
             records.append((line, record))
             if len(records) > max_rows:
-                raise DatasetError(f"too many rows: the limit is {max_rows}")
+                raise DatasetTooLarge(f"too many rows: the limit is {max_rows}")
     except csv.Error as exc:
         raise DatasetError(f"malformed CSV near line {reader.line_num}: {exc}") from exc
     return records
@@ -136,7 +136,7 @@ def _parse_jsonl(text: str, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
             _require_text_column(list(obj))
         records.append((line_no, obj))
         if len(records) > max_rows:
-            raise DatasetError(f"too many rows: the limit is {max_rows}")
+            raise DatasetTooLarge(f"too many rows: the limit is {max_rows}")
     return records
 
 

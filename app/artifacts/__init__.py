@@ -1,0 +1,1 @@
+"""Artifacts: the archived output of a job, downloadable with its sha256."""

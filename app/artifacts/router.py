@@ -1,0 +1,29 @@
+"""HTTP routes for artifacts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.artifacts import service
+from app.artifacts.schemas import ArtifactOut
+from app.deps import ArtifactDep, StoreDep
+from app.schemas import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=ERROR_RESPONSES)
+
+
+@router.get("/{artifact_id}", response_model=ArtifactOut)
+def get_artifact(*, artifact: ArtifactDep) -> ArtifactOut:
+    """One artifact record: files, manifest and the archive's sha256."""
+    return ArtifactOut.from_row(artifact)
+
+
+@router.get(
+    "/{artifact_id}/download",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}, "description": "The archive"}},
+)
+def download_artifact(*, artifact: ArtifactDep, store: StoreDep) -> Response:
+    """Download the archive; its sha256 is in `X-Checksum-SHA256` and `Content-Digest`."""
+    return service.download_response(artifact, store)

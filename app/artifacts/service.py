@@ -1,0 +1,59 @@
+"""Building the download response for a ready artifact."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import PurePosixPath
+
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.responses import Response
+
+from app.db.models import Artifact, ArtifactStatus
+from app.errors import Conflict, InternalError
+from app.storage import ArtifactStore
+
+
+def checksum_headers(sha256_hex: str) -> dict[str, str]:
+    """The archive's sha256 in the header forms clients know: our explicit one, RFC 9530
+    `Content-Digest`, and the older RFC 3230 `Digest`."""
+    b64 = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    return {
+        "X-Checksum-SHA256": sha256_hex,
+        "Content-Digest": f"sha-256=:{b64}:",
+        "Digest": f"sha-256={b64}",
+    }
+
+
+def download_filename(artifact: Artifact) -> str:
+    name = PurePosixPath(artifact.storage_key).name
+    suffix = "".join(PurePosixPath(name).suffixes) or ".tar.gz"
+    return f"{artifact.id}{suffix}"
+
+
+def download_response(artifact: Artifact, store: ArtifactStore) -> Response:
+    if artifact.status != ArtifactStatus.READY or not artifact.sha256:
+        raise Conflict(
+            f"artifact {artifact.id!r} is not ready (status {artifact.status})",
+            code="artifact_not_ready",
+        )
+    headers = checksum_headers(artifact.sha256)
+    filename = download_filename(artifact)
+    path = store.path_for(artifact.storage_key)
+    if path is not None:
+        if not path.is_file():
+            raise InternalError(
+                f"the file of artifact {artifact.id!r} is missing from the store",
+                code="artifact_missing",
+            )
+        return FileResponse(path, media_type="application/gzip", filename=filename, headers=headers)
+    if not store.exists(artifact.storage_key):
+        raise InternalError(
+            f"the file of artifact {artifact.id!r} is missing from the store",
+            code="artifact_missing",
+        )
+    headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if artifact.size_bytes:
+        headers["Content-Length"] = str(artifact.size_bytes)
+    return StreamingResponse(
+        store.iter_bytes(artifact.storage_key), media_type="application/gzip", headers=headers
+    )

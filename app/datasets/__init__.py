@@ -1,0 +1,1 @@
+"""Dataset uploads: validated CSV / JSONL files owned by a tenant."""

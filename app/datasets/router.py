@@ -1,0 +1,68 @@
+"""HTTP routes for datasets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+
+from app.datasets import repository as repo
+from app.datasets import service
+from app.datasets.schemas import DatasetOut, DatasetPurpose
+from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
+from app.errors import PayloadTooLarge
+from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.schemas import ERROR_RESPONSES, Page
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
+def upload_dataset(
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    file: Annotated[UploadFile, File(description="CSV or JSONL: text, [text_pair], [label]")],
+    name: Annotated[str | None, Form(max_length=300)] = None,
+    purpose: Annotated[DatasetPurpose, Form()] = DatasetPurpose.LABELLED,
+) -> DatasetOut:
+    """Upload a dataset; it is validated whole and summarised, or refused with the reason."""
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"the file is larger than the limit of {settings.max_upload_bytes} bytes"
+        )
+    dataset = service.create_dataset(
+        session,
+        settings,
+        tenant.id,
+        filename=file.filename or "upload",
+        data=data,
+        name=name,
+        purpose=purpose,
+    )
+    return DatasetOut.model_validate(dataset)
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(
+    *,
+    session: SessionDep,
+    tenant: TenantDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[DatasetOut]:
+    """List the tenant's datasets, newest first."""
+    rows, next_cursor = repo.list_page(session, tenant.id, cursor=cursor, limit=limit)
+    return Page(
+        data=[DatasetOut.model_validate(r) for r in rows],
+        next_cursor=next_cursor,
+        has_more=next_cursor is not None,
+    )
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(*, dataset: DatasetDep) -> DatasetOut:
+    """One dataset with its validation summary."""
+    return DatasetOut.model_validate(dataset)

@@ -1,0 +1,110 @@
+"""Validating and storing dataset uploads.
+
+The file is parsed with the engine's own reader (`sec_engine.data.table`, torch-free), so an
+upload that is accepted here is one the engine can train on. Nothing is stored unless the
+whole file validates; the file is written atomically (temp file + rename) and deleted again
+if the request's transaction rolls back, so no row ever points at a missing file and no file
+is left without a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.datasets.schemas import DatasetPurpose
+from app.db.hooks import on_rollback
+from app.db.models import Dataset, new_id
+from app.errors import InvalidInput, PayloadTooLarge
+from app.settings import Settings
+from sec_engine.data.table import Format, detect_format, read_table
+from sec_engine.errors import DatasetError, DatasetTooLarge
+
+MAX_NAME = 300
+
+
+def sniff_format(filename: str, data: bytes) -> Format:
+    """By extension when there is a known one, else by content (a JSON object per line)."""
+    try:
+        return detect_format(filename)
+    except DatasetError:
+        pass
+    first = next((line for line in data.lstrip(b"\xef\xbb\xbf").splitlines() if line.strip()), b"")
+    return "jsonl" if first.lstrip().startswith(b"{") else "csv"
+
+
+def create_dataset(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    *,
+    filename: str,
+    data: bytes,
+    name: str | None,
+    purpose: DatasetPurpose,
+) -> Dataset:
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"the file is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes"
+        )
+    fmt = sniff_format(filename, data)
+    try:
+        table = read_table(
+            data,
+            fmt,
+            max_rows=settings.max_dataset_rows,
+            require_labels=purpose is DatasetPurpose.LABELLED,
+        )
+    except DatasetTooLarge as exc:
+        raise PayloadTooLarge(f"invalid dataset: {exc.message}", code="too_many_rows") from exc
+    except DatasetError as exc:
+        raise InvalidInput(f"invalid dataset: {exc.message}", code="invalid_dataset") from exc
+
+    dataset_id = new_id("ds")
+    path = settings.uploads_dir / tenant_id / f"{dataset_id}.{fmt}"
+    _write_atomic(path, data)
+    on_rollback(session, lambda: path.unlink(missing_ok=True))
+
+    summary = {**table.summary(), "purpose": purpose.value}
+    dataset = Dataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        name=(name or Path(filename).name or dataset_id)[:MAX_NAME],
+        format=fmt,
+        storage_path=str(path.resolve()),  # absolute: the worker may run elsewhere
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        rows=len(table.rows),
+        labelled_rows=len(table.labelled),
+        has_pairs=table.has_pairs,
+        summary=summary,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def is_labelled(dataset: Dataset) -> bool:
+    """Usable as training / validation data: at least two classes."""
+    labels = dataset.summary.get("labels") or []
+    return len(labels) >= 2

@@ -1,0 +1,173 @@
+"""`Idempotency-Key` for POST requests (IETF draft-ietf-httpapi-idempotency-key-header).
+
+- First request with a key: a row is committed *in its own transaction* marking the key
+  in flight, so a concurrent retry sees it; the response is then stored in the request's
+  transaction, atomically with the effect (the job row), so "effect without recorded
+  response" cannot happen.
+- Same key, same body, after completion: the stored response is replayed (no second effect).
+- Same key, different body: 422. Same key while the first is still in flight: 409.
+- If the first request fails, its key row is deleted (the effect was rolled back too), so
+  the client may retry with the same key.
+Keys are scoped per tenant. An in-flight row older than `STALE_IN_FLIGHT` belongs to a
+request whose process died; it is taken over. Completed keys expire after `KEY_TTL`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.hooks import on_rollback
+from app.db.models import IdempotencyKey, utcnow
+from app.errors import Conflict, InvalidInput
+
+KEY_TTL = timedelta(hours=24)
+STALE_IN_FLIGHT = timedelta(minutes=5)
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Replay:
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_fingerprint(method: str, path: str, payload: Any) -> str:
+    canonical = json.dumps(
+        {"method": method, "path": path, "payload": payload}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class IdempotentRequest:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        tenant_id: str,
+        key: str,
+        method: str,
+        path: str,
+        fingerprint: str,
+    ) -> None:
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            raise InvalidInput(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
+            )
+        self._factory = factory
+        self.tenant_id = tenant_id
+        self.key = key
+        self.method = method
+        self.path = path
+        self.fingerprint = fingerprint
+        self._row_id: int | None = None
+
+    def begin(self, session: Session) -> Replay | None:
+        """Claim the key, or return the response to replay. `session` is the request's own
+        session: if it rolls back, the claim is released."""
+        for _ in range(2):
+            with self._factory() as own, own.begin():
+                row = own.scalar(
+                    select(IdempotencyKey).where(
+                        IdempotencyKey.tenant_id == self.tenant_id,
+                        IdempotencyKey.key == self.key,
+                    )
+                )
+                if row is not None:
+                    replay = self._existing(own, row)
+                    if replay is not None:
+                        return replay
+                    continue  # an expired or abandoned row was deleted: claim afresh
+            try:
+                with self._factory() as own, own.begin():
+                    row = IdempotencyKey(
+                        tenant_id=self.tenant_id,
+                        key=self.key,
+                        method=self.method,
+                        path=self.path,
+                        request_hash=self.fingerprint,
+                        in_flight=True,
+                    )
+                    own.add(row)
+                    own.flush()
+                    self._row_id = row.id
+            except IntegrityError:
+                continue  # a concurrent request claimed it first; look again
+            on_rollback(session, self._release)
+            return None
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress; retry later",
+            code="idempotency_key_in_use",
+        )
+
+    def _existing(self, own: Session, row: IdempotencyKey) -> Replay | None:
+        now = utcnow()
+        abandoned = row.in_flight and now - row.created_at > STALE_IN_FLIGHT
+        expired = not row.in_flight and now - row.created_at > KEY_TTL
+        if abandoned or expired:
+            own.delete(row)
+            return None
+        if row.request_hash != self.fingerprint:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body",
+                code="idempotency_key_reused",
+            )
+        if row.in_flight or row.response_status is None:
+            raise Conflict(
+                "a request with this Idempotency-Key is in progress; retry later",
+                code="idempotency_key_in_use",
+            )
+        return Replay(status_code=row.response_status, body=row.response_body or {})
+
+    def complete(self, session: Session, status_code: int, body: dict[str, Any]) -> None:
+        """Record the response in the request's transaction (atomic with the effect)."""
+        assert self._row_id is not None, "begin() must claim the key first"
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == self._row_id)
+            .values(in_flight=False, response_status=status_code, response_body=body)
+        )
+
+    def _release(self) -> None:
+        if self._row_id is None:
+            return
+        with self._factory() as own, own.begin():
+            own.execute(delete(IdempotencyKey).where(IdempotencyKey.id == self._row_id))
+
+
+def start(
+    key: str | None,
+    *,
+    factory: sessionmaker[Session],
+    session: Session,
+    tenant_id: str,
+    path: str,
+    payload: Any,
+) -> IdempotentRequest | Replay | None:
+    """For a POST route: None without a key; the stored response to replay; or the claimed
+    request, whose `complete()` the route calls with its response."""
+    if key is None:
+        return None
+    request = IdempotentRequest(
+        factory,
+        tenant_id=tenant_id,
+        key=key,
+        method="POST",
+        path=path,
+        fingerprint=request_fingerprint("POST", path, payload),
+    )
+    return request.begin(session) or request
+
+
+def replay_response(replay: Replay) -> JSONResponse:
+    return JSONResponse(
+        replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"}
+    )

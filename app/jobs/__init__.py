@@ -1,0 +1,1 @@
+"""Compression jobs: creation, listing, cancellation, events and the controller trace."""

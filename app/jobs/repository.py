@@ -1,0 +1,103 @@
+"""Queries for jobs, their events and trace rows. Jobs are filtered by tenant; events and
+trace rows are reached only through a job the caller already owns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
+from app.pagination import paginate
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
+
+
+def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def list_page(
+    session: Session,
+    tenant_id: str,
+    *,
+    status: JobStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Job], str | None]:
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status.value)
+    return paginate(session, stmt, Job.created_at, Job.id, cursor=cursor, limit=limit)
+
+
+def count_active(session: Session, tenant_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == tenant_id, Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+        )
+        or 0
+    )
+
+
+def artifact_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(job_ids))
+    ).all()
+    return {job_id: artifact_id for job_id, artifact_id in rows}  # noqa: C416 - rows are Row tuples
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    *,
+    from_status: JobStatus,
+    to_status: JobStatus,
+    finished_at: datetime | None = None,
+) -> bool:
+    """Conditional state change (`UPDATE ... WHERE status = from`): it wins or does nothing,
+    so a concurrent worker claim and a cancel cannot both take effect."""
+    values: dict[str, object] = {"status": to_status.value}
+    if finished_at is not None:
+        values["finished_at"] = finished_at
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == from_status.value)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def add_event(
+    session: Session, job_id: str, kind: str, message: str, data: dict[str, object]
+) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
+
+
+def events_after(session: Session, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
+    return session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    ).all()
+
+
+def trace_after(session: Session, job_id: str, after_step: int, limit: int) -> Sequence[TraceRow]:
+    return session.scalars(
+        select(TraceRow)
+        .where(TraceRow.job_id == job_id, TraceRow.step > after_step)
+        .order_by(TraceRow.step)
+        .limit(limit)
+    ).all()
+
+
+def status_of(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))

@@ -1,0 +1,159 @@
+"""HTTP routes for jobs, their events (JSON and SSE) and their controller trace."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from app import idempotency
+from app.artifacts import repository as artifacts_repo
+from app.artifacts.schemas import ArtifactList, ArtifactOut
+from app.db.models import JobStatus
+from app.deps import JobDep, JobQueueDep, SessionDep, SettingsDep, StateDep, TenantDep
+from app.errors import InvalidInput
+from app.jobs import repository as repo
+from app.jobs import service
+from app.jobs.schemas import EventPage, JobEventOut, JobOut, TracePage, TraceRowOut
+from app.jobs.stream import job_event_stream
+from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.schemas import ERROR_RESPONSES, Page
+from sec_engine.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+def create_job(
+    *,
+    spec: JobSpec,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: StateDep,
+    tenant: TenantDep,
+    job_queue: JobQueueDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobOut | JSONResponse:
+    """Submit a compression job. Retry safely with the same `Idempotency-Key`."""
+    idem = idempotency.start(
+        idempotency_key,
+        factory=state.sessionmaker,
+        session=session,
+        tenant_id=tenant.id,
+        path=request.url.path,
+        payload=spec.model_dump(mode="json", exclude_unset=True),
+    )
+    if isinstance(idem, idempotency.Replay):
+        return idempotency.replay_response(idem)
+    job = service.create_job(
+        session, settings, tenant.id, spec, job_queue=job_queue, factory=state.sessionmaker
+    )
+    out = JobOut.from_job(job)
+    if idem is not None:
+        idem.complete(session, status.HTTP_201_CREATED, out.model_dump(mode="json"))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return out
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(
+    *,
+    session: SessionDep,
+    tenant: TenantDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+) -> Page[JobOut]:
+    """List the tenant's jobs, newest first, optionally by status."""
+    jobs, next_cursor = repo.list_page(
+        session, tenant.id, status=status_filter, cursor=cursor, limit=limit
+    )
+    artifacts = repo.artifact_ids(session, [j.id for j in jobs])
+    return Page(
+        data=[JobOut.from_job(j, artifacts.get(j.id)) for j in jobs],
+        next_cursor=next_cursor,
+        has_more=next_cursor is not None,
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(*, job: JobDep, session: SessionDep) -> JobOut:
+    """Status, phase, progress, metrics, targets met, error and artifact of one job."""
+    return JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(*, job: JobDep, session: SessionDep) -> JobOut:
+    """Cancel: a queued job ends at once, a running one stops at its next checkpoint."""
+    job = service.cancel_job(session, job)
+    return JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
+
+
+@router.get("/{job_id}/events", response_model=EventPage)
+def list_events(
+    *,
+    job: JobDep,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="Return events with id > after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Typed job events in order; poll with `?after=<next_cursor>`."""
+    events = repo.events_after(session, job.id, after, limit + 1)
+    page = events[:limit]
+    return EventPage(
+        data=[JobEventOut.from_row(e) for e in page],
+        next_cursor=page[-1].id if page else after,
+        has_more=len(events) > limit,
+        job_status=job.status,
+    )
+
+
+@router.get("/{job_id}/events/stream", response_class=EventSourceResponse)
+async def stream_events(
+    *,
+    job: JobDep,
+    state: StateDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Job events as server-sent events; ends with an `end` event when the job is done."""
+    start = after or 0
+    if last_event_id:
+        try:
+            start = max(start, int(last_event_id))
+        except ValueError as exc:
+            raise InvalidInput("Last-Event-ID must be an event id (an integer)") from exc
+    async for event in job_event_stream(
+        state.sessionmaker, job.id, start, state.settings.sse_poll_seconds
+    ):
+        yield event
+
+
+@router.get("/{job_id}/trace", response_model=TracePage)
+def get_trace(
+    *,
+    job: JobDep,
+    session: SessionDep,
+    after_step: Annotated[int, Query(ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> TracePage:
+    """The Synergy Controller trace: per step λ1, λ2, loss parts, metrics and the decision."""
+    rows = repo.trace_after(session, job.id, after_step, limit + 1)
+    page = rows[:limit]
+    return TracePage(
+        data=[TraceRowOut.from_row(r) for r in page],
+        next_cursor=page[-1].step if page else after_step,
+        has_more=len(rows) > limit,
+    )
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList)
+def list_job_artifacts(*, job: JobDep, session: SessionDep) -> ArtifactList:
+    """The job's artifacts (one per job once it succeeded)."""
+    rows = artifacts_repo.for_job(session, job.tenant_id, job.id)
+    return ArtifactList(data=[ArtifactOut.from_row(a) for a in rows])

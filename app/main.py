@@ -1,0 +1,151 @@
+"""The FastAPI application factory.
+
+Run with `uvicorn --factory app.main:create_app` (or `sec serve`). There is deliberately no
+module-level `app`: importing this module builds nothing and connects to nothing, and tests
+build as many apps as they like, each with its own `Settings` and job queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.artifacts.router import router as artifacts_router
+from app.datasets.router import router as datasets_router
+from app.db.session import make_engine, make_sessionmaker
+from app.deployments.router import router as deployments_router
+from app.errors import AppError, BodyLimitJSONMiddleware
+from app.health import router as health_router
+from app.jobs.router import router as jobs_router
+from app.logging import RequestLogMiddleware, configure_logging
+from app.models.router import router as models_router
+from app.queue import CeleryJobQueue, JobQueue
+from app.settings import Settings, get_settings
+from app.state import AppState
+from app.storage import store_from_settings
+from app.tenants.router import router as tenants_router
+
+log = structlog.get_logger("sec.api")
+
+# Multipart overhead on top of the file itself (boundaries, part headers, the name field).
+MULTIPART_SLACK = 64 * 1024
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(settings: Settings | None = None, job_queue: JobQueue | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.sec = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            store=store_from_settings(settings),
+            job_queue=job_queue or CeleryJobQueue(settings.broker_url),
+        )
+        log.info("api_started", environment=settings.environment)
+        try:
+            yield
+        finally:
+            engine.dispose()
+            log.info("api_stopped")
+
+    app = FastAPI(
+        title="SEC: compression as a service",
+        version="0.1.0",
+        description=(
+            "Compress a transformer classifier with the SEC method (data optimisation +"
+            " model compression under a Synergy Controller). Authenticate with"
+            " `Authorization: Bearer <api key>`."
+        ),
+        lifespan=lifespan,
+    )
+    # Body limits are set per router (uploads get theirs, JSON routes a small one) rather than
+    # app-wide: an app-wide limit answers from outside our middleware, in plain text.
+    app.add_middleware(BodyLimitJSONMiddleware)
+    app.add_middleware(RequestLogMiddleware)
+    _add_exception_handlers(app)
+
+    json_limit = settings.max_json_body_bytes
+    app.include_router(health_router, max_body_size=json_limit)
+    app.include_router(tenants_router, max_body_size=json_limit)
+    app.include_router(datasets_router, max_body_size=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.include_router(
+        models_router, max_body_size=settings.max_model_archive_bytes + MULTIPART_SLACK
+    )
+    app.include_router(jobs_router, max_body_size=json_limit)
+    app.include_router(artifacts_router, max_body_size=json_limit)
+    app.include_router(deployments_router, max_body_size=json_limit)
+    return app
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [_clean_error(e) for e in exc.errors()]
+        message = "; ".join(_describe(e) for e in detail[:5]) or "invalid request"
+        if len(detail) > 5:
+            message += f"; and {len(detail) - 5} more"
+        body = {"error": {"code": "validation_error", "message": message, "detail": detail}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return JSONResponse(
+            {"error": {"code": code, "message": message}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "internal server error"}},
+            status_code=500,
+        )
+
+
+def _clean_error(error: Any) -> dict[str, Any]:
+    """Pydantic's error without `input` and `ctx`: they may echo user data (dataset text,
+    keys) and may hold exception objects that are not JSON."""
+    return {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    if loc and loc[0] in ("body", "query", "path", "header", "form"):
+        where, loc = loc[0], loc[1:]
+    else:
+        where = "request"
+    field = ".".join(loc) or where
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {field!r}"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {msg}"

@@ -1,0 +1,1 @@
+"""Base models: the built-in ones and the tenant's uploaded HF-format archives."""

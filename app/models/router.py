@@ -1,0 +1,62 @@
+"""HTTP routes for base models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+
+from app.deps import SessionDep, SettingsDep, TenantDep
+from app.errors import NotFound
+from app.models import repository as repo
+from app.models import service
+from app.models.schemas import ModelList, ModelOut
+from app.schemas import ERROR_RESPONSES
+from sec_engine.models.builtin import BUILTIN_MODELS
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=ModelList)
+def list_models(*, session: SessionDep, tenant: TenantDep) -> ModelList:
+    """Built-in base models (available offline) and the tenant's uploaded models."""
+    builtins = [
+        ModelOut.from_builtin(m, service.builtin_available(m)) for m in BUILTIN_MODELS.values()
+    ]
+    uploaded = [ModelOut.from_row(m) for m in repo.list_all(session, tenant.id)]
+    return ModelList(data=builtins + uploaded)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut)
+def upload_model(
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    file: Annotated[
+        UploadFile, File(description=".zip or .tar.gz: config.json, *.safetensors, tokenizer")
+    ],
+    name: Annotated[str | None, Form(max_length=300)] = None,
+) -> ModelOut:
+    """Upload an HF-format model archive (safetensors only; no remote code)."""
+    model = service.create_model(
+        session,
+        settings,
+        tenant.id,
+        upload=file.file,
+        filename=file.filename or "model",
+        name=name,
+    )
+    return ModelOut.from_row(model)
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(*, model_id: str, session: SessionDep, tenant: TenantDep) -> ModelOut:
+    """A built-in model by name, or one of the tenant's uploaded models by id."""
+    builtin = BUILTIN_MODELS.get(model_id)
+    if builtin is not None:
+        return ModelOut.from_builtin(builtin, service.builtin_available(builtin))
+    model = repo.get(session, tenant.id, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id!r} not found")
+    return ModelOut.from_row(model)

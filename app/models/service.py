@@ -1,0 +1,156 @@
+"""Uploading HF-format model archives, and resolving `base_model` names.
+
+The upload is streamed to a temp file (size cap), extracted into a temp folder with the
+safety caps of `archive.py`, checked (`inspect.py`), then renamed into place as
+`<uploads>/<tenant>/<model id>/`. Any failure removes every byte written; a rolled-back
+transaction removes the folder too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from app.db.hooks import on_rollback
+from app.db.models import Model, new_id
+from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.models import repository as repo
+from app.models.archive import ArchiveError, ArchiveTooLarge, Limits, extract_archive
+from app.models.inspect import ModelCheckError, check_entry_name, inspect_model_dir
+from app.settings import Settings
+from sec_engine.models.builtin import BUILTIN_MODELS, BuiltinModel
+
+CHUNK = 1024 * 1024
+MODEL_ID_PREFIX = "mdl_"
+
+
+def builtin_available(model: BuiltinModel) -> bool:
+    """Whether the package shipping the weights is installed (found without importing it)."""
+    return importlib.util.find_spec(model.package.replace("-", "_")) is not None
+
+
+def resolve_base_model(session: Session, tenant_id: str, base_model: str) -> str:
+    """Check a job's `base_model`: a built-in name or one of the tenant's model ids."""
+    if base_model in BUILTIN_MODELS:
+        return base_model
+    if base_model.startswith(MODEL_ID_PREFIX):
+        if repo.get(session, tenant_id, base_model) is None:
+            raise NotFound(f"base_model: model {base_model!r} not found")
+        return base_model
+    names = ", ".join(sorted(BUILTIN_MODELS))
+    raise InvalidInput(
+        f"unknown base_model {base_model!r}: use a built-in model ({names})"
+        " or the id of a model you uploaded (mdl_…)",
+        code="unknown_base_model",
+    )
+
+
+def create_model(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    *,
+    upload: BinaryIO,
+    filename: str,
+    name: str | None,
+) -> Model:
+    tenant_dir = settings.uploads_dir / tenant_id
+    tenant_dir.mkdir(parents=True, exist_ok=True)
+    model_id = new_id("mdl")
+    work = Path(tempfile.mkdtemp(dir=tenant_dir, prefix=f".{model_id}."))
+    try:
+        archive = work / "upload.archive"
+        archive_sha, archive_bytes = _receive(upload, archive, settings.max_model_archive_bytes)
+        extracted = work / "extracted"
+        extracted.mkdir()
+        limits = Limits(
+            max_entries=settings.max_archive_entries,
+            max_total_bytes=settings.max_model_archive_bytes,
+            max_ratio=settings.max_archive_ratio,
+        )
+        try:
+            files = extract_archive(archive, extracted, limits, check_name=check_entry_name)
+            root = _model_root(extracted)
+            info = inspect_model_dir(root)
+        except ArchiveTooLarge as exc:
+            raise PayloadTooLarge(
+                f"invalid model archive: {exc}", code="archive_too_large"
+            ) from exc
+        except (ArchiveError, ModelCheckError) as exc:
+            raise InvalidInput(f"invalid model archive: {exc}", code="invalid_model") from exc
+        final = tenant_dir / model_id
+        os.replace(root, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    on_rollback(session, lambda: shutil.rmtree(final, ignore_errors=True))
+
+    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    model = Model(
+        id=model_id,
+        tenant_id=tenant_id,
+        name=(name or _strip_archive_suffix(filename) or model_id)[:300],
+        architecture=info.architecture[:200],
+        storage_path=str(final.resolve()),  # absolute: the worker may run elsewhere
+        size_bytes=size,
+        sha256=archive_sha,
+        num_parameters=info.num_parameters,
+        details={
+            "model_type": info.model_type,
+            "weight_files": info.weight_files,
+            "files": sorted(p.as_posix() for p in files)[:1000],
+            "archive_bytes": archive_bytes,
+            "num_labels": _num_labels(info.config),
+        },
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def _receive(upload: BinaryIO, dest: Path, limit: int) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    total = 0
+    with dest.open("wb") as out:
+        while chunk := upload.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the archive is larger than the limit of {limit} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+    if total == 0:
+        raise InvalidInput("the uploaded archive is empty", code="invalid_model")
+    return digest.hexdigest(), total
+
+
+def _model_root(extracted: Path) -> Path:
+    """The folder holding config.json: the top level, or a single top-level folder (what
+    `tar czf model.tar.gz my-model/` produces)."""
+    if (extracted / "config.json").is_file():
+        return extracted
+    entries = list(extracted.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "config.json").is_file():
+        return entries[0]
+    raise ModelCheckError("the archive has no config.json at its top level")
+
+
+def _strip_archive_suffix(filename: str) -> str:
+    name = Path(filename).name
+    for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _num_labels(config: dict[str, object]) -> int | None:
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict):
+        return len(id2label)
+    value = config.get("num_labels")
+    return value if isinstance(value, int) else None

@@ -1,0 +1,163 @@
+"""Where artifact archives live: a local directory (embedded shape) or an S3-compatible bucket.
+
+Keys are relative, slash-separated paths (`<tenant>/<job>/<artifact>.tar.gz`). A key with
+`..`, a leading slash or a backslash is refused, so a key can never name a file outside the
+store. Writes are atomic: a reader sees the old object or the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Protocol
+
+from app.settings import Settings
+
+CHUNK = 1024 * 1024
+
+
+class InvalidKey(ValueError):
+    """The storage key could escape the store or is not a plain relative path."""
+
+
+def check_key(key: str) -> str:
+    if not key or "\\" in key or "\x00" in key:
+        raise InvalidKey(f"invalid storage key {key!r}")
+    path = PurePosixPath(key)
+    if path.is_absolute() or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidKey(f"invalid storage key {key!r}: must be a relative path without '..'")
+    return key
+
+
+class ArtifactStore(Protocol):
+    def put_file(self, key: str, src_path: Path) -> None:
+        """Store the file at `src_path` under `key`, atomically (all or nothing)."""
+        ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
+
+    def path_for(self, key: str) -> Path | None:
+        """A local file path for `key` (lets the API send it with sendfile), or None."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class LocalArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_file(self, key: str, src_path: Path) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The temp file is in the destination folder, so os.replace is a same-filesystem
+        # rename: atomic, and a crash leaves at worst a stray `.tmp` file, never half an archive.
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out, src_path.open("rb") as src:
+                shutil.copyfileobj(src, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        with self.open(key) as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def path_for(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3ArtifactStore:
+    """S3 or any S3-compatible store (MinIO, R2...). Needs the `s3` extra (boto3).
+
+    A PUT (or a completed multipart upload) becomes visible all at once, so uploads are
+    atomic by nature.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        try:
+            import boto3
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "an s3:// artifact store needs boto3: pip install 'sec-service[s3]'"
+            ) from exc
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_file(self, key: str, src_path: Path) -> None:
+        self._client.upload_file(str(src_path), self.bucket, self._key(key))
+
+    def open(self, key: str) -> BinaryIO:
+        body: BinaryIO = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return body
+
+    def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        body = self.open(key)
+        try:
+            while chunk := body.read(chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    def path_for(self, key: str) -> Path | None:
+        return None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"artifact URL {url!r} names no bucket")
+        return S3ArtifactStore(bucket, prefix, endpoint_url=s3_endpoint_url)
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"unsupported artifact URL {url!r}: use file://PATH, a path, or s3://")
+    return LocalArtifactStore(Path(url.removeprefix("file://")))
+
+
+def store_from_settings(settings: Settings) -> ArtifactStore:
+    return store_from_url(settings.artifact_url, s3_endpoint_url=settings.s3_endpoint_url)

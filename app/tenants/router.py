@@ -1,0 +1,38 @@
+"""HTTP routes for the caller's own API keys (create another, list, revoke)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.deps import SessionDep, TenantDep
+from app.schemas import ERROR_RESPONSES
+from app.tenants import repository as repo
+from app.tenants import service
+from app.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, TenantOut
+
+router = APIRouter(prefix="/v1", tags=["keys"], responses=ERROR_RESPONSES)
+
+
+@router.get("/me", response_model=TenantOut)
+def whoami(*, tenant: TenantDep) -> TenantOut:
+    """The tenant the presented key belongs to."""
+    return TenantOut.model_validate(tenant)
+
+
+@router.get("/keys", response_model=list[ApiKeyOut])
+def list_keys(*, session: SessionDep, tenant: TenantDep) -> list[ApiKeyOut]:
+    """The tenant's keys (never their secrets)."""
+    return [ApiKeyOut.model_validate(k) for k in repo.list_keys(session, tenant.id)]
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+def create_key(*, body: ApiKeyCreate, session: SessionDep, tenant: TenantDep) -> ApiKeyCreated:
+    """Create another key for this tenant. The secret is in this response only."""
+    key, plaintext = service.create_api_key(session, tenant.id, body.name)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext)
+
+
+@router.delete("/keys/{key_id}", response_model=ApiKeyOut)
+def revoke_key(*, key_id: str, session: SessionDep, tenant: TenantDep) -> ApiKeyOut:
+    """Revoke a key: it answers 401 from now on."""
+    return ApiKeyOut.model_validate(service.revoke_api_key(session, tenant.id, key_id))

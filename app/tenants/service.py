@@ -1,0 +1,104 @@
+"""Creating tenants and API keys, and resolving a presented key to its tenant.
+
+Keys are `sec_` + 43 URL-safe characters (256 random bits). Only the SHA-256 is stored:
+with that much entropy a plain hash cannot be brute-forced, and it allows an exact indexed
+lookup (a salted slow hash would force scanning every key). The plaintext is returned once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from app.db.models import ApiKey, Tenant, utcnow
+from app.errors import Conflict, NotFound, Unauthorized
+from app.tenants import repository as repo
+
+KEY_PREFIX = "sec_"
+KEY_RE = re.compile(r"sec_[A-Za-z0-9_\-]{43}")
+# Recording every use would turn every GET into a write; once a minute is enough to tell
+# which keys are in use.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_tenant(session: Session, name: str) -> Tenant:
+    name = name.strip()
+    if not name:
+        raise ValueError("tenant name must not be empty")
+    if repo.get_tenant_by_name(session, name) is not None:
+        raise Conflict(f"tenant {name!r} already exists")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def get_or_create_tenant(session: Session, name: str) -> Tenant:
+    return repo.get_tenant_by_name(session, name.strip()) or create_tenant(session, name)
+
+
+def create_api_key(session: Session, tenant_id: str, name: str = "default") -> tuple[ApiKey, str]:
+    """Returns the stored row and the plaintext key; the plaintext is not kept anywhere."""
+    plaintext = generate_key()
+    key = ApiKey(
+        tenant_id=tenant_id,
+        name=name,
+        prefix=plaintext[:12],
+        key_hash=hash_key(plaintext),
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def revoke_api_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+    key = repo.get_key(session, tenant_id, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id!r} not found")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+def authenticate(session: Session, authorization: str | None) -> tuple[Tenant, ApiKey]:
+    """Resolve an `Authorization` header value. Every failure is a 401 naming what is wrong."""
+    if not authorization:
+        raise Unauthorized(
+            "missing API key: send the header 'Authorization: Bearer <key>'",
+            code="missing_api_key",
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "malformed Authorization header: expected 'Bearer <key>'", code="malformed_api_key"
+        )
+    if not KEY_RE.fullmatch(token):
+        raise Unauthorized(
+            "malformed API key: keys look like 'sec_' followed by 43 characters",
+            code="malformed_api_key",
+        )
+    key = repo.get_key_by_hash(session, hash_key(token))
+    if key is None:
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    if key.revoked_at is not None:
+        raise Unauthorized("this API key has been revoked", code="revoked_api_key")
+    tenant = repo.get_tenant(session, key.tenant_id)
+    if tenant is None:  # pragma: no cover - the foreign key cascades, kept for the type checker
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return tenant, key

@@ -1,0 +1,375 @@
+"""Jobs: validated creation, enqueue after commit, the per-tenant cap, idempotency keys,
+pagination, cancel transitions, events (JSON and SSE) and the trace."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import IdempotencyKey, Job, JobEvent, JobStatus, TraceRow, utcnow
+from app.db.session import unit_of_work
+from app.queue import RecordingJobQueue
+from tests.app.conftest import (
+    TenantKey,
+    count_rows,
+    set_status,
+    submit_job,
+    upload_dataset,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_create_stores_the_spec_then_enqueues(
+    client: TestClient,
+    tenant_a: TenantKey,
+    dataset_a: str,
+    db: sessionmaker[Session],
+    job_queue: RecordingJobQueue,
+) -> None:
+    r = submit_job(client, tenant_a, dataset_a, budget={"max_minutes": 5, "label_budget": 0.7})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "queued"
+    assert body["base_model"] == "minilm-l6"
+    assert body["dataset_id"] == dataset_a
+    assert body["spec"]["budget"] == {"max_minutes": 5.0, "label_budget": 0.7}
+    assert body["spec"]["controller"]["lambda1"] == 0.5  # defaults are stored, for reproducibility
+    assert body["error"] is None
+    assert body["artifact_id"] is None
+    assert r.headers["location"] == f"/v1/jobs/{body['id']}"
+    assert job_queue.sent == [(body["id"], "gpu")]
+    with db() as s:
+        job = s.get(Job, body["id"])
+        assert job is not None
+        assert job.queue == "gpu"
+        assert job.max_attempts == 3
+        assert job.enqueued_at is not None
+    events = client.get(f"/v1/jobs/{body['id']}/events", headers=tenant_a.headers).json()
+    assert [e["data"]["status"] for e in events["data"]] == ["queued"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "words"),
+    [
+        ({"foo": 1}, 422, "unknown field 'foo'"),
+        ({"techniques": {"ada": {"strength": 2}}}, 422, "unknown field 'techniques.ada.strength'"),
+        ({"base_model": "gpt-17"}, 422, "unknown base_model 'gpt-17'"),
+        ({"base_model": "mdl_doesnotexist"}, 404, "model 'mdl_doesnotexist' not found"),
+        ({"budget": {"max_minutes": -1}}, 422, "budget.max_minutes"),
+        (
+            {"budget": {"label_budget": 0.5}, "techniques": {"tal": {"enabled": False}}},
+            422,
+            "label_budget < 1 needs techniques.tal.enabled",
+        ),
+        ({"validation_dataset": "ds_nope"}, 404, "validation_dataset: dataset 'ds_nope' not found"),
+    ],
+    ids=[
+        "unknown-field",
+        "unknown-nested",
+        "unknown-base",
+        "missing-model",
+        "range",
+        "combo",
+        "val",
+    ],
+)
+def test_bad_specs_are_refused_and_nothing_is_stored(
+    client: TestClient,
+    tenant_a: TenantKey,
+    dataset_a: str,
+    db: sessionmaker[Session],
+    job_queue: RecordingJobQueue,
+    extra: dict[str, Any],
+    status: int,
+    words: str,
+) -> None:
+    r = submit_job(client, tenant_a, dataset_a, **extra)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]["message"]
+    if status == 422 and r.json()["error"]["code"] == "validation_error":
+        assert r.json()["error"]["detail"]  # pydantic's list is kept
+    assert count_rows(db, Job) == 0
+    assert job_queue.sent == []
+
+
+def test_unlabelled_dataset_cannot_be_the_training_set(
+    client: TestClient, tenant_a: TenantKey, db: sessionmaker[Session]
+) -> None:
+    pool = upload_dataset(client, tenant_a, b"text\na\nb\n", purpose="unlabelled").json()["id"]
+    r = submit_job(client, tenant_a, pool)
+    assert r.status_code == 422
+    assert "label" in r.json()["error"]["message"]
+    labelled = upload_dataset(client, tenant_a).json()["id"]
+    ok = submit_job(client, tenant_a, labelled, unlabelled_dataset=pool)
+    assert ok.status_code == 201, ok.text
+
+
+def test_other_tenants_dataset_is_404(
+    client: TestClient, tenant_b: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    r = submit_job(client, tenant_b, dataset_a)
+    assert r.status_code == 404
+    assert dataset_a in r.json()["error"]["message"]
+    assert count_rows(db, Job) == 0
+
+
+def test_concurrent_job_cap_is_429(
+    client: TestClient, tenant_a: TenantKey, tenant_b: TenantKey, dataset_a: str
+) -> None:
+    ids = [submit_job(client, tenant_a, dataset_a).json()["id"] for _ in range(3)]
+    r = submit_job(client, tenant_a, dataset_a)
+    assert r.status_code == 429
+    assert "limit per tenant is 3" in r.json()["error"]["message"]
+    # Another tenant is not affected, and a finished job frees a slot.
+    ds_b = upload_dataset(client, tenant_b).json()["id"]
+    assert submit_job(client, tenant_b, ds_b).status_code == 201
+    assert client.post(f"/v1/jobs/{ids[0]}/cancel", headers=tenant_a.headers).status_code == 200
+    assert submit_job(client, tenant_a, dataset_a).status_code == 201
+
+
+def test_enqueue_failure_keeps_the_job_queued_for_the_reaper(
+    settings: Any, db: sessionmaker[Session], tenant_a: TenantKey
+) -> None:
+    from app.main import create_app
+
+    class DownQueue:
+        def enqueue(self, job_id: str, queue: str) -> None:
+            raise ConnectionError("broker down")
+
+    with TestClient(create_app(settings, job_queue=DownQueue())) as c:
+        ds = upload_dataset(c, tenant_a).json()["id"]
+        r = submit_job(c, tenant_a, ds)
+    assert r.status_code == 201
+    with db() as s:
+        job = s.get(Job, r.json()["id"])
+        assert job is not None
+        assert job.status == "queued"
+        assert job.enqueued_at is None
+
+
+# --- Idempotency-Key ---------------------------------------------------------------------
+
+
+def test_same_key_same_body_replays_without_a_second_job(
+    client: TestClient,
+    tenant_a: TenantKey,
+    dataset_a: str,
+    db: sessionmaker[Session],
+    job_queue: RecordingJobQueue,
+) -> None:
+    first = submit_job(client, tenant_a, dataset_a, seed=3, idempotency_key="k-1")
+    again = submit_job(client, tenant_a, dataset_a, seed=3, idempotency_key="k-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert count_rows(db, Job) == 1
+    assert len(job_queue.sent) == 1
+
+
+def test_same_key_different_body_is_422(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    assert submit_job(client, tenant_a, dataset_a, seed=1, idempotency_key="k").status_code == 201
+    r = submit_job(client, tenant_a, dataset_a, seed=2, idempotency_key="k")
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "idempotency_key_reused"
+    assert count_rows(db, Job) == 1
+
+
+def test_key_in_flight_is_409(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    from app.idempotency import request_fingerprint
+
+    payload = {"dataset": dataset_a}
+    with unit_of_work(db) as s:
+        s.add(
+            IdempotencyKey(
+                tenant_id=tenant_a.id,
+                key="busy",
+                method="POST",
+                path="/v1/jobs",
+                request_hash=request_fingerprint("POST", "/v1/jobs", payload),
+                in_flight=True,
+            )
+        )
+    r = submit_job(client, tenant_a, dataset_a, idempotency_key="busy")
+    assert r.status_code == 409
+    assert "in progress" in r.json()["error"]["message"]
+    assert count_rows(db, Job) == 0
+
+
+def test_keys_are_scoped_per_tenant(
+    client: TestClient, tenant_a: TenantKey, tenant_b: TenantKey, dataset_a: str
+) -> None:
+    ds_b = upload_dataset(client, tenant_b).json()["id"]
+    a = submit_job(client, tenant_a, dataset_a, idempotency_key="shared")
+    b = submit_job(client, tenant_b, ds_b, idempotency_key="shared")
+    assert a.status_code == b.status_code == 201
+    assert a.json()["id"] != b.json()["id"]
+
+
+def test_failed_request_releases_its_key(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    bad = submit_job(client, tenant_a, dataset_a, base_model="nope", idempotency_key="retry")
+    assert bad.status_code == 422
+    assert count_rows(db, IdempotencyKey) == 0
+    good = submit_job(client, tenant_a, dataset_a, idempotency_key="retry")
+    assert good.status_code == 201
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def test_list_paginates_with_a_cursor_and_filters_by_status(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    ids = [submit_job(client, tenant_a, dataset_a).json()["id"] for _ in range(3)]
+    set_status(db, ids[1], JobStatus.SUCCEEDED)
+    seen: list[str] = []
+    url = "/v1/jobs?limit=2"
+    while True:
+        page = client.get(url, headers=tenant_a.headers).json()
+        seen += [j["id"] for j in page["data"]]
+        if not page["has_more"]:
+            break
+        url = f"/v1/jobs?limit=2&cursor={page['next_cursor']}"
+    assert seen == ids[::-1]
+    done = client.get("/v1/jobs?status=succeeded", headers=tenant_a.headers).json()
+    assert [j["id"] for j in done["data"]] == [ids[1]]
+    bad = client.get("/v1/jobs?status=exploded", headers=tenant_a.headers)
+    assert bad.status_code == 422
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+def test_cancel_transitions(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    queued = submit_job(client, tenant_a, dataset_a).json()["id"]
+    r = client.post(f"/v1/jobs/{queued}/cancel", headers=tenant_a.headers)
+    assert r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+
+    running = submit_job(client, tenant_a, dataset_a).json()["id"]
+    set_status(db, running, JobStatus.RUNNING)
+    r = client.post(f"/v1/jobs/{running}/cancel", headers=tenant_a.headers)
+    assert r.json()["status"] == "cancel_requested"
+    r = client.post(f"/v1/jobs/{running}/cancel", headers=tenant_a.headers)
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancel_requested"
+
+    set_status(db, running, JobStatus.SUCCEEDED)
+    r = client.post(f"/v1/jobs/{running}/cancel", headers=tenant_a.headers)
+    assert r.status_code == 409
+    assert "already succeeded" in r.json()["error"]["message"]
+    r = client.post(f"/v1/jobs/{queued}/cancel", headers=tenant_a.headers)
+    assert r.status_code == 409
+
+
+# --- events, SSE, trace --------------------------------------------------------------------
+
+
+def add_events(db: sessionmaker[Session], job_id: str, n: int) -> None:
+    with unit_of_work(db) as s:
+        for i in range(n):
+            s.add(JobEvent(job_id=job_id, kind="progress", message=f"step {i}", data={"i": i}))
+
+
+def test_events_cursor(
+    client: TestClient, tenant_a: TenantKey, job_a: str, db: sessionmaker[Session]
+) -> None:
+    add_events(db, job_a, 4)  # plus the "queued" event: 5 in all
+    first = client.get(f"/v1/jobs/{job_a}/events?limit=3", headers=tenant_a.headers).json()
+    assert len(first["data"]) == 3
+    assert first["has_more"] is True
+    rest = client.get(
+        f"/v1/jobs/{job_a}/events?after={first['next_cursor']}", headers=tenant_a.headers
+    ).json()
+    assert [e["data"].get("i") for e in rest["data"]] == [2, 3]
+    assert rest["has_more"] is False
+    ids = [e["id"] for e in first["data"] + rest["data"]]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    empty = client.get(
+        f"/v1/jobs/{job_a}/events?after={rest['next_cursor']}", headers=tenant_a.headers
+    ).json()
+    assert empty["data"] == []
+    assert empty["next_cursor"] == rest["next_cursor"]
+
+
+def parse_sse(raw: str) -> list[dict[str, str]]:
+    events = []
+    for block in raw.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if fields:
+            events.append(fields)
+    return events
+
+
+def test_sse_stream_sends_ids_and_ends_when_the_job_is_done(
+    client: TestClient, tenant_a: TenantKey, job_a: str, db: sessionmaker[Session]
+) -> None:
+    add_events(db, job_a, 3)
+
+    def finish() -> None:
+        add_events(db, job_a, 1)
+        set_status(db, job_a, JobStatus.SUCCEEDED)
+
+    # The job finishes while the stream is open: the stream must pick up the late event and end.
+    timer = threading.Timer(0.2, finish)
+    timer.start()
+    with client.stream("GET", f"/v1/jobs/{job_a}/events/stream", headers=tenant_a.headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = parse_sse(r.read().decode())
+    timer.join()
+    *job_events, end = events
+    assert len(job_events) == 5
+    assert [int(e["id"]) for e in job_events] == sorted(int(e["id"]) for e in job_events)
+    assert end["event"] == "end"
+    assert "succeeded" in end["data"]
+
+    last_seen = job_events[2]["id"]
+    headers = {**tenant_a.headers, "Last-Event-ID": last_seen}
+    with client.stream("GET", f"/v1/jobs/{job_a}/events/stream", headers=headers) as r:
+        resumed = parse_sse(r.read().decode())
+    assert [e["id"] for e in resumed[:-1]] == [e["id"] for e in job_events[3:]]
+
+
+def test_trace_rows_in_step_order(
+    client: TestClient, tenant_a: TenantKey, job_a: str, db: sessionmaker[Session]
+) -> None:
+    with unit_of_work(db) as s:
+        for step in (2, 0, 1):
+            s.add(
+                TraceRow(
+                    job_id=job_a,
+                    step=step,
+                    phase="compressing",
+                    lambda1=0.5,
+                    lambda2=0.5 + step / 10,
+                    val_accuracy=0.8,
+                    observation={"acc_drop": 0.01},
+                    decision={"lambda2": "up"},
+                    created_at=utcnow(),
+                )
+            )
+    trace = client.get(f"/v1/jobs/{job_a}/trace", headers=tenant_a.headers).json()
+    assert [r["step"] for r in trace["data"]] == [0, 1, 2]
+    assert trace["data"][2]["lambda2"] == pytest.approx(0.7)
+    assert trace["data"][0]["decision"] == {"lambda2": "up"}
+    later = client.get(f"/v1/jobs/{job_a}/trace?after_step=1", headers=tenant_a.headers).json()
+    assert [r["step"] for r in later["data"]] == [2]
