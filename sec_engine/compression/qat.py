@@ -1,0 +1,90 @@
+"""Int8 quantization-aware training: fake-quantized Linears with a straight-through estimator.
+
+Usage::
+
+    n = prepare_qat(model)                    # every nn.Linear now trains through int8 rounding
+    optimizer = ...                           # existing optimizers keep working (same params)
+    ...train...
+    strip_qat(model)                          # plain nn.Linear again, with the trained weights
+
+What is simulated, and why it matches the deliverable: weights are quantized symmetric
+per output channel to int8 ([-127, 127], scale = max|w| / 127 per row); activations
+(``quantize_activations=True``) asymmetric per tensor to uint8 with min/max taken from the
+current batch. That is what dynamic int8 quantization does at inference (ONNX Runtime's
+``quantize_dynamic`` with ``per_channel=True``, and torch's dynamic quantization), so the
+final conversion loses little. Rounding has no useful gradient, so the backward pass treats
+it as identity (straight-through estimator, Bengio et al. 2013).
+
+A small custom STE instead of ``torch.ao.quantization.FakeQuantize``: that still runs in torch
+2.13, but the package warns that it is deprecated (moving to torchao) and slated for removal,
+and its observers carry state that would have to be calibrated and saved; this has none.
+
+Conversion swaps each Linear's class in place (``FakeQuantLinear`` adds no parameters or
+buffers), so parameter identity, optimizer state, hooks (e.g. pruning gates) and
+``state_dict`` keys are all unchanged, and ``strip_qat`` is an exact inverse.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_QMAX = 127.0
+_EPS = 1e-8
+
+
+def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel int8 fake quantization with a straight-through gradient."""
+    w = weight.float()
+    scale = (w.detach().abs().amax(dim=1, keepdim=True) / _QMAX).clamp_min(_EPS)
+    q = (w / scale).round().clamp(-_QMAX, _QMAX) * scale
+    return (w + (q - w).detach()).to(weight.dtype)
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """Asymmetric per-tensor uint8 fake quantization from the tensor's own range (dynamic)."""
+    xf = x.float()
+    lo = xf.detach().amin().clamp(max=0.0)  # the range always contains 0, as in ORT
+    hi = xf.detach().amax().clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp_min(_EPS)
+    zero_point = (-lo / scale).round()
+    q = ((xf / scale).round() + zero_point).clamp(0.0, 255.0)
+    dq = (q - zero_point) * scale
+    return (xf + (dq - xf).detach()).to(x.dtype)
+
+
+class FakeQuantLinear(nn.Linear):
+    """nn.Linear whose forward runs through int8 fake quantization. Made only by class swap
+    in :func:`prepare_qat`; ``sec_quantize_activations`` is set there."""
+
+    sec_quantize_activations: bool = False
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = fake_quant_activation(input) if self.sec_quantize_activations else input
+        return F.linear(x, fake_quant_weight(self.weight), self.bias)
+
+
+def prepare_qat(
+    model: nn.Module, *, quantize_activations: bool = False, skip: tuple[str, ...] = ()
+) -> int:
+    """Turn every nn.Linear (except names starting with a prefix in ``skip``) into a
+    FakeQuantLinear, in place; return how many were converted. Idempotent."""
+    converted = 0
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and not any(name.startswith(s) for s in skip):
+            object.__setattr__(module, "__class__", FakeQuantLinear)
+            object.__setattr__(module, "sec_quantize_activations", quantize_activations)
+            converted += 1
+    return converted
+
+
+def strip_qat(model: nn.Module) -> int:
+    """Turn every FakeQuantLinear back into nn.Linear with the trained weights, in place."""
+    stripped = 0
+    for module in model.modules():
+        if isinstance(module, FakeQuantLinear):
+            module.__dict__.pop("sec_quantize_activations", None)
+            object.__setattr__(module, "__class__", nn.Linear)
+            stripped += 1
+    return stripped

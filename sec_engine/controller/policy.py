@@ -1,0 +1,149 @@
+"""The Synergy Controller's policy: min L_task + λ1·R_data + λ2·R_model (paper eq. 5).
+
+A pure, deterministic function of plain numbers (like HF's TrainerControl flags): it reads an
+:class:`Observation` made at an evaluation and returns a :class:`Decision`. It never calls a
+stage; the compression loop applies the decision and records both in the trace.
+
+What the terms are (computed by the loop, weighted by the λs chosen here):
+
+- ``R_model`` = group-sparsity penalty on the prunable structures × (1 + distance of the
+  current size from its target): compression pressure that fades once the target is met.
+- ``R_data``  = consistency (soft cross-entropy to the teacher) on augmented and
+  pseudo-labelled rows, weighted by the share of the training data they make up.
+
+The rules, in priority order (T = the accuracy-drop threshold, drop = teacher − student on
+validation):
+
+1. Time spent ≥ 100% → stop training (the loop keeps the best state it has).
+2. drop > T (over threshold): compression is hurting. λ2 falls (×``BACKOFF``), pruning holds
+   and restores the last masks that were within T (regrow), λ1 rises (more data signal to
+   recover) and augmentation / pseudo-label batches get a larger share of steps.
+3. drop ≤ T and a size target is unmet: there is slack to spend on compression. λ2 rises
+   (×``PUSH``), pruning steps grow while the slack is large or time runs short, and λ1 eases.
+4. drop ≤ T and size targets met: hold λ, stop pruning (no reason to lose more accuracy).
+
+The data side: once the data budget is spent (``data_budget_used`` ≥ 1), λ1 decays, since
+more consistency weight on exhausted data mostly overfits it.
+
+``adaptive=False`` (the paper's ablation) keeps λ1, λ2 and the data share fixed at their
+initial values; the pruning schedule still reacts to T, because that is AIP's own adaptivity
+(eq. 3), not the controller's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LAMBDA_MIN = 0.01
+LAMBDA_MAX = 10.0
+BACKOFF = 0.7  # λ2 multiplier when over threshold
+PUSH = 1.25  # λ2 multiplier when under threshold with the size target unmet
+DATA_SHARE_MIN = 0.1
+DATA_SHARE_MAX = 0.9
+DATA_SHARE_INITIAL = 0.5
+
+
+@dataclass(frozen=True)
+class Observation:
+    step: int
+    val_accuracy: float
+    teacher_accuracy: float
+    threshold: float  # T, as an accuracy fraction
+    lambda1: float
+    lambda2: float
+    data_share: float
+    size_mb: float | None = None  # current (estimated int8) size of the student
+    size_target_mb: float | None = None
+    sparsity_progress: float = 0.0  # 0..1 of the pruning target reached
+    data_budget_used: float = 0.0  # 0..1 of the data (label) budget spent
+    time_used: float = 0.0  # 0..1 of the phase's wall-clock budget spent
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.teacher_accuracy - self.val_accuracy
+
+    @property
+    def size_gap(self) -> float:
+        """Distance from the compression targets (0 = met).
+
+        The larger of the relative excess over the size target (when one is set) and the
+        share of AIP's own pruning target not yet reached: a size target met early (e.g. by
+        vocabulary pruning) must not stop the head / neuron pruning that buys the speed.
+        """
+        pruning_gap = max(0.0, 1.0 - self.sparsity_progress)
+        if self.size_mb is not None and self.size_target_mb is not None:
+            return max(pruning_gap, self.size_mb / self.size_target_mb - 1.0)
+        return pruning_gap
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["accuracy_drop"] = self.accuracy_drop
+        d["size_gap"] = self.size_gap
+        return d
+
+
+@dataclass(frozen=True)
+class Decision:
+    lambda1: float
+    lambda2: float
+    data_share: float  # share of steps that also train on an augmented / pseudo-labelled batch
+    prune_step_multiplier: float  # scales AIP's next step; 0 = hold
+    restore_last_good: bool  # AIP regrows to the last masks that were within T
+    stop_pruning: bool
+    stop_training: bool
+    rule: str  # which rule fired, for the trace
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, x))
+
+
+def initial_decision(lambda1: float, lambda2: float) -> Decision:
+    return Decision(lambda1, lambda2, DATA_SHARE_INITIAL, 1.0, False, False, False, "initial")
+
+
+def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) -> Decision:
+    """The controller's decision for this observation (pure; see the module docstring)."""
+    over = obs.accuracy_drop > obs.threshold
+    slack = obs.threshold - obs.accuracy_drop  # >= 0 when within T
+    size_met = obs.size_gap <= 0.0
+    stop_training = obs.time_used >= 1.0
+
+    if over:
+        rule = "over_threshold"
+        l1, l2 = obs.lambda1 * (1 / BACKOFF), obs.lambda2 * BACKOFF
+        share = obs.data_share + 0.1
+        mult, restore, stop_pruning = 0.0, True, False
+    elif not size_met:
+        rule = "slack_size_unmet"
+        l1, l2 = obs.lambda1 * 0.9, obs.lambda2 * PUSH
+        share = obs.data_share - 0.05
+        big_slack = slack >= 0.5 * obs.threshold
+        hurry = obs.time_used >= 0.6
+        mult = 1.5 if (big_slack or hurry) else 1.0
+        restore, stop_pruning = False, False
+    else:
+        rule = "targets_met"
+        l1, l2 = obs.lambda1, obs.lambda2
+        share = obs.data_share
+        mult, restore, stop_pruning = 0.0, False, True
+
+    if obs.data_budget_used >= 1.0:
+        l1 *= 0.9
+    if not adaptive:
+        l1, l2 = initial
+        share = DATA_SHARE_INITIAL
+    return Decision(
+        lambda1=_clamp(l1, LAMBDA_MIN, LAMBDA_MAX),
+        lambda2=_clamp(l2, LAMBDA_MIN, LAMBDA_MAX),
+        data_share=_clamp(share, DATA_SHARE_MIN, DATA_SHARE_MAX),
+        prune_step_multiplier=mult,
+        restore_last_good=restore,
+        stop_pruning=stop_pruning,
+        stop_training=stop_training,
+        rule=rule,
+    )

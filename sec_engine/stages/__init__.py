@@ -1,0 +1,1 @@
+"""Technique stages (ADA, TAL, AIP, SQD) and the lifecycle they share; see `base`."""

@@ -1,0 +1,293 @@
+"""The compression loop: trains the student under eq. 5 and applies the controller's decisions.
+
+Per step: a labelled batch gives L_task (cross-entropy; under QAT this is the paper's L_Q) plus
+the stages' task terms (SQD's α·L_KD); with the share of steps the controller gives the data
+module, a batch of augmented / pseudo-labelled rows adds λ1·R_data (soft cross-entropy to the
+teacher, row-weighted, times the share of training rows those sets make up); the stages' model
+terms (AIP's group-sparsity penalty) add λ2·R_model, scaled by (1 + distance to the size
+target). Every `eval_every_steps` the student is evaluated on validation, the controller
+decides, stages react (AIP prunes or backs off) and the decision is traced.
+
+What is kept: the weights at the latest evaluation that was within the threshold T (most
+trained, most compressed, still acceptable); if none was, the most accurate ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sec_engine.callbacks import Phase, TraceRow
+from sec_engine.controller.policy import Decision, Observation, decide, initial_decision
+from sec_engine.data.encoding import Batch, collate
+from sec_engine.stages.base import EngineState, LossTerms, SoftSet, Stage, StepContext
+from sec_engine.stages.teacher import validation_metrics
+from sec_engine.training import (
+    epoch_batches,
+    forward,
+    make_optimizer,
+    steps_for,
+)
+
+
+@dataclass
+class _DataPool:
+    """All soft-labelled rows in one place, sampled with a seeded generator."""
+
+    sets: list[SoftSet]
+    seen: int = 0
+    features: list[dict[str, list[int]]] = field(default_factory=list)
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    def __post_init__(self) -> None:
+        for s in self.sets:
+            self.features.extend(s.features)
+        if self.sets:
+            self.targets = np.concatenate([s.targets for s in self.sets]).astype(np.float32)
+            self.weights = np.concatenate([s.weights for s in self.sets]).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def sample(
+        self, rng: np.random.Generator, batch_size: int, pad: int
+    ) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+        index = [
+            int(i) for i in rng.choice(len(self), size=min(batch_size, len(self)), replace=False)
+        ]
+        self.seen += len(index)
+        batch = Batch(collate([self.features[i] for i in index], pad), index)
+        return batch, torch.from_numpy(self.targets[index]), torch.from_numpy(self.weights[index])
+
+
+def estimate_int8_mb(model: nn.Module, vocab_keep: int | None = None) -> float:
+    """Size of the int8 export, estimated from what the model holds now (no file written).
+
+    Matrices (and embeddings) cost one byte per weight after dynamic int8 quantization; vectors
+    stay fp32. Masked heads / neurons are discounted through the gates' kept fractions; a
+    planned vocabulary pruning shrinks the word embedding to `vocab_keep` rows.
+    """
+    from sec_engine.compression.gates import attached_masks
+    from sec_engine.models.arch import layer_views
+
+    total = 0.0
+    for name, p in model.named_parameters():
+        n = p.numel()
+        if vocab_keep is not None and p.ndim == 2 and "word_embeddings" in name:
+            n = vocab_keep * p.shape[1]
+        total += n if p.ndim >= 2 else 4 * n
+    masks = attached_masks(model)
+    if masks is not None:
+        for view, heads, neurons in zip(
+            layer_views(model), masks.heads, masks.neurons, strict=True
+        ):
+            removed_heads = float((heads == 0).sum())
+            removed_neurons = float((neurons == 0).sum())
+            hidden = view.attn_out.out_features
+            total -= removed_heads * view.head_dim * hidden * 4  # q, k, v rows and o columns
+            total -= removed_neurons * hidden * 2  # FFN in rows and out columns
+    return total / (1024 * 1024)
+
+
+def size_target_mb(state: EngineState) -> float | None:
+    t = state.spec.targets
+    if t.max_size_mb is not None:
+        return t.max_size_mb
+    if t.min_compression is not None:
+        teacher_mb = sum(p.numel() * 4 for p in state.teacher.parameters()) / (1024 * 1024)
+        return teacher_mb / t.min_compression
+    return None
+
+
+def threshold(state: EngineState) -> float:
+    aip_t = state.spec.techniques.aip.accuracy_threshold
+    return aip_t if aip_t is not None else state.spec.targets.max_accuracy_drop
+
+
+def run_compression(state: EngineState, stages: list[Stage]) -> None:
+    spec = state.spec
+    cfg = spec.training
+    student = state.student
+    assert student is not None
+    student.to(state.device).train()
+    labels_t = torch.as_tensor(state.train_labels(), dtype=torch.long)
+    feats = state.labelled_features()
+    total = steps_for(len(feats), cfg.batch_size, cfg.student_epochs)
+    extra = [p for s in stages for p in s.extra_parameters()]
+    optimizer, scheduler = make_optimizer(student, cfg.learning_rate, total, extra_params=extra)
+    batches = epoch_batches(feats, cfg.batch_size, state.pad_id, spec.seed + 1)
+    pool = _DataPool(list(state.soft_sets))
+    pool_version = state.data_version
+    data_rng = np.random.default_rng([spec.seed, 7])
+    wants_hidden = any(s.wants_hidden_states for s in stages)
+    wants_teacher = any(s.wants_teacher_outputs for s in stages)
+    target_mb = size_target_mb(state)
+    decision = initial_decision(state.lambda1, state.lambda2)
+    data_credit = 0.0
+    started = time.monotonic()
+    budget = state.deadline.remaining()
+    good: tuple[int, dict[str, torch.Tensor]] | None = None
+    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, copy.deepcopy(student.state_dict()))
+    size_gap = 1.0
+    running: dict[str, float] = {"task": 0.0, "data": 0.0, "model": 0.0, "n": 0.0}
+    state.reporter.event(
+        "compression.start", f"training the student for {total} steps", {"steps": total}
+    )
+
+    for step in range(1, total + 1):
+        state.reporter.checkpoint()
+        if state.deadline.expired() or decision.stop_training:
+            state.reporter.event(
+                "compression.stopped", "time budget spent: keeping the best state", {"step": step}
+            )
+            break
+        batch = next(batches)
+        s_logits, s_hidden = forward(
+            student, batch.inputs, state.device, hidden_states=wants_hidden
+        )
+        t_logits = t_hidden = None
+        if wants_teacher:
+            with torch.no_grad():
+                t_logits, t_hidden = forward(
+                    state.teacher, batch.inputs, state.device, hidden_states=wants_hidden
+                )
+        y = labels_t[batch.index].to(state.device)
+        loss_task = F.cross_entropy(s_logits, y)
+        ctx = StepContext(batch, s_logits, s_hidden, t_logits, t_hidden, y, None, None)
+        terms = [s.loss_terms(state, ctx) for s in stages]
+        loss = loss_task + sum(
+            (v for t in terms for v in t.task.values()), torch.zeros((), device=state.device)
+        )
+        r_model = _sum_group(terms, "model", state.device)
+        r_data = _sum_group(terms, "data", state.device)
+        if state.data_version != pool_version:  # ADA rebuilt its set from the student's losses
+            pool, pool_version = (
+                _DataPool(list(state.soft_sets), seen=pool.seen),
+                state.data_version,
+            )
+        data_credit += decision.data_share
+        if len(pool) and data_credit >= 1.0:
+            data_credit -= 1.0
+            d_batch, d_targets, d_weights = pool.sample(data_rng, cfg.batch_size, state.pad_id)
+            d_logits, _ = forward(student, d_batch.inputs, state.device)
+            per_row = -(d_targets.to(state.device) * F.log_softmax(d_logits, dim=-1)).sum(-1)
+            w = d_weights.to(state.device)
+            share = len(pool) / (len(pool) + len(feats))
+            r_data = r_data + share * (per_row * w).sum() / w.sum().clamp_min(1e-8)
+        r_model = r_model * (1.0 + size_gap)
+        loss = loss + state.lambda1 * r_data + state.lambda2 * r_model
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        for s in stages:
+            s.after_step(state)
+        running["task"] += float(loss_task.detach())
+        running["data"] += float(r_data.detach())
+        running["model"] += float(r_model.detach())
+        running["n"] += 1
+        if step % 10 == 0:
+            state.reporter.progress(step / total)
+        if step % cfg.eval_every_steps == 0 or step == total:
+            obs, acc = _observe(state, stages, pool, step, decision, target_mb, started, budget)
+            size_gap = obs.size_gap
+            decision = decide(
+                obs,
+                adaptive=spec.controller.adaptive,
+                initial=(spec.controller.lambda1, spec.controller.lambda2),
+            )
+            if obs.accuracy_drop <= obs.threshold:
+                good = (step, copy.deepcopy(student.state_dict()))
+            if acc > best[0]:
+                best = (acc, copy.deepcopy(student.state_dict()))
+            _trace(state, stages, step, obs, decision, running)
+            running = dict.fromkeys(running, 0.0)
+            state.lambda1, state.lambda2 = decision.lambda1, decision.lambda2
+            for s in stages:
+                s.after_eval(state, decision)
+            student.train()
+
+    kept = "within_threshold" if good is not None else "most_accurate"
+    student.load_state_dict(good[1] if good is not None else best[1])
+    student.eval()
+    state.reporter.event(
+        "compression.kept",
+        f"kept the {kept.replace('_', ' ')} student state",
+        {"kept": kept, "step": good[0] if good is not None else None, "best_accuracy": best[0]},
+    )
+
+
+def _sum_group(terms: list[LossTerms], group: str, device: torch.device) -> torch.Tensor:
+    total = torch.zeros((), device=device)
+    for t in terms:
+        for v in getattr(t, group).values():
+            total = total + v
+    return total
+
+
+def _observe(
+    state: EngineState,
+    stages: list[Stage],
+    pool: _DataPool,
+    step: int,
+    decision: Decision,
+    target_mb: float | None,
+    started: float,
+    budget: float,
+) -> tuple[Observation, float]:
+    assert state.student is not None
+    acc = validation_metrics(state, state.student)["accuracy"]
+    progress = [p for s in stages if (p := s.sparsity_progress()) is not None]
+    vocab_keep = next((v for s in stages if (v := s.planned_vocab_size()) is not None), None)
+    obs = Observation(
+        step=step,
+        val_accuracy=acc,
+        teacher_accuracy=state.teacher_val_accuracy,
+        threshold=threshold(state),
+        lambda1=state.lambda1,
+        lambda2=state.lambda2,
+        data_share=decision.data_share,
+        size_mb=round(estimate_int8_mb(state.student, vocab_keep), 4),
+        size_target_mb=target_mb,
+        sparsity_progress=min(progress) if progress else 1.0,
+        data_budget_used=min(1.0, pool.seen / len(pool)) if len(pool) else 0.0,
+        time_used=min(1.0, (time.monotonic() - started) / budget) if budget > 0 else 1.0,
+    )
+    return obs, acc
+
+
+def _trace(
+    state: EngineState,
+    stages: list[Stage],
+    step: int,
+    obs: Observation,
+    decision: Decision,
+    running: dict[str, float],
+) -> None:
+    n = max(1.0, running["n"])
+    sparsity = next((v for s in stages if (v := s.sparsity()) is not None), None)
+    state.reporter.trace(
+        TraceRow(
+            step=step,
+            phase=Phase.COMPRESSING,
+            lambda1=decision.lambda1,
+            lambda2=decision.lambda2,
+            loss_task=running["task"] / n,
+            loss_data=running["data"] / n,
+            loss_model=running["model"] / n,
+            val_accuracy=obs.val_accuracy,
+            sparsity=sparsity,
+            size_mb=obs.size_mb,
+            labels_used=len(state.labelled),
+            observation=obs.to_dict(),
+            decision=decision.to_dict(),
+        )
+    )

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sec_engine.compression import (
+    FakeQuantLinear,
+    StructuredMasks,
+    attach_masks,
+    prepare_qat,
+    strip_qat,
+)
+from sec_engine.compression.qat import fake_quant_activation, fake_quant_weight
+
+from .tiny_models import build_tiny, make_inputs
+
+pytestmark = pytest.mark.unit
+
+
+def test_weights_land_on_a_per_channel_int8_grid() -> None:
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 10, generator=gen)
+    w[2] *= 100  # a row with a much larger range must not coarsen the others
+    q = fake_quant_weight(w)
+    scale = w.abs().amax(dim=1, keepdim=True) / 127
+    steps = q / scale
+    torch.testing.assert_close(steps, steps.round(), atol=1e-4, rtol=0)
+    assert steps.abs().max() <= 127 + 1e-4
+    assert ((q - w).abs() <= scale / 2 + 1e-6).all()
+    assert not torch.equal(q, w)
+
+
+def test_straight_through_gradient() -> None:
+    w = torch.randn(4, 4, requires_grad=True)
+    torch.autograd.backward(fake_quant_weight(w).mul(torch.arange(16.0).view(4, 4)).sum())
+    assert w.grad is not None
+    torch.testing.assert_close(w.grad, torch.arange(16.0).view(4, 4))
+    x = torch.randn(3, 5, requires_grad=True)
+    qx = fake_quant_activation(x)
+    scale = (x.max() - x.min()) / 255
+    assert ((qx - x).abs() <= scale / 2 + 1e-5).all()
+    torch.autograd.backward(qx.sum())
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, torch.ones(3, 5))
+
+
+def test_prepare_trains_through_quantization_and_strip_restores(arch: str) -> None:
+    model = build_tiny(arch)
+    inputs = make_inputs(arch, pair=True)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    params = [id(p) for p in model.parameters()]
+    keys = list(model.state_dict())
+    with torch.no_grad():
+        fp32 = model(**inputs).logits
+    assert prepare_qat(model, quantize_activations=True) == len(linears)
+    assert prepare_qat(model) == 0  # idempotent
+    assert all(type(m) is FakeQuantLinear for m in linears)
+    assert [id(p) for p in model.parameters()] == params  # optimizers stay valid
+    assert list(model.state_dict()) == keys
+    with torch.no_grad():
+        quant = model(**inputs).logits
+    assert not torch.equal(quant, fp32)
+    torch.testing.assert_close(quant, fp32, atol=0.05, rtol=0.05)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    torch.autograd.backward(model(**inputs).logits.sum())
+    before = linears[0].weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(linears[0].weight, before)
+    assert strip_qat(model) == len(linears)
+    assert all(type(m) is nn.Linear for m in linears)
+    assert all(not hasattr(m, "sec_quantize_activations") for m in linears)
+    probe = torch.randn(2, 32)
+    with torch.no_grad():  # stripped: exactly the plain Linear math on the trained weights
+        expected = nn.functional.linear(probe, linears[0].weight, linears[0].bias)
+        torch.testing.assert_close(linears[0](probe), expected, atol=0, rtol=0)
+
+
+def test_qat_keeps_pruning_gates_and_skips_prefixes() -> None:
+    model = build_tiny("bert")
+    inputs = make_inputs("bert", pair=False)
+    masks = StructuredMasks.ones(model)
+    masks.heads[0][:3] = 0
+    attach_masks(model, masks)
+    converted = prepare_qat(model, skip=("classifier",))
+    assert type(model.classifier) is nn.Linear
+    assert converted == sum(isinstance(m, nn.Linear) for m in model.modules()) - 1
+    with torch.no_grad():
+        gated = model(**inputs).logits
+        model.bert.encoder.layer[0].attention.output.dense.sec_gate.fill_(1.0)
+        ungated = model(**inputs).logits
+    assert not torch.allclose(gated, ungated)
