@@ -21,12 +21,14 @@ from app.artifacts.router import router as artifacts_router
 from app.datasets.router import router as datasets_router
 from app.db.session import make_engine, make_sessionmaker
 from app.deployments.router import router as deployments_router
+from app.deployments.service import DbDeploymentSource
 from app.errors import AppError, BodyLimitJSONMiddleware
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.logging import RequestLogMiddleware, configure_logging
 from app.models.router import router as models_router
 from app.queue import CeleryJobQueue, JobQueue
+from app.serving.manager import ServingManager
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.storage import store_from_settings
@@ -56,17 +58,24 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        store = store_from_settings(settings)
         app.state.sec = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=make_sessionmaker(engine),
-            store=store_from_settings(settings),
+            sessionmaker=sessions,
+            store=store,
             job_queue=job_queue or CeleryJobQueue(settings.broker_url),
         )
+        # Hosted inference: loaded models, micro-batchers and their thread pools.
+        serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))
+        await serving.start()
+        app.state.serving = serving
         log.info("api_started", environment=settings.environment)
         try:
             yield
         finally:
+            await serving.close()
             engine.dispose()
             log.info("api_stopped")
 

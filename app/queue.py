@@ -3,16 +3,42 @@
 The API never imports `workers`: it sends a message naming the task (`sec.jobs.run`), so the
 API process loads neither torch nor the engine. Enqueue happens only after the job row is
 committed; if the broker is down, the job stays `queued` in the database and the reaper
-re-enqueues it later (the database, not the broker, is the source of truth).
+re-enqueues it later (the database, not the broker, is the source of truth). That is why
+`CeleryJobQueue.enqueue` gives up after two quick retries instead of hanging the request.
+
+The queue and task names live here, not in `workers/`, because both sides need them and the
+dependency runs `workers -> app`, never the other way.
 """
 
 from __future__ import annotations
 
+import logging
+from enum import StrEnum
 from typing import Protocol
 
 from celery import Celery
 
-RUN_JOB_TASK = "sec.jobs.run"
+logger = logging.getLogger(__name__)
+
+
+class QueueName(StrEnum):
+    """Celery queues. `gpu` runs the engine (one job per device); `cpu` runs light work."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class TaskName(StrEnum):
+    """Explicit dotted task names: messages carry these, never a Python import path."""
+
+    RUN_JOB = "sec.jobs.run"
+    REAP = "sec.jobs.reap"
+
+
+RUN_JOB_TASK = TaskName.RUN_JOB.value
+
+# A broker that is down must not hang an API request: two quick retries, then the reaper's turn.
+_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
 class JobQueue(Protocol):
@@ -25,11 +51,34 @@ class CeleryJobQueue:
     def __init__(self, broker_url: str) -> None:
         self._celery = Celery("sec-api", broker=broker_url)
         self._celery.conf.update(
-            task_serializer="json", accept_content=["json"], task_ignore_result=True
+            task_serializer="json",
+            accept_content=["json"],
+            task_ignore_result=True,
+            broker_connection_retry_on_startup=True,
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:
-        self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        """Send `sec.jobs.run(job_id)` to `queue`. Raises if the broker stays down after two
+        quick retries; the caller logs it and the reaper re-sends the (committed) job later."""
+        self._celery.send_task(
+            RUN_JOB_TASK, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY_POLICY
+        )
+
+    def request_reap(self) -> None:
+        """Ask a worker to run the reaper now (the launcher does this at start-up)."""
+        try:
+            self._celery.send_task(
+                TaskName.REAP.value,
+                queue=QueueName.CPU.value,
+                retry=True,
+                retry_policy=_PUBLISH_RETRY_POLICY,
+            )
+        except Exception:
+            logger.warning("could not request a reaper run", exc_info=True)
+
+    def close(self) -> None:
+        """Release the broker connection pool (at API shutdown)."""
+        self._celery.close()
 
 
 class RecordingJobQueue:

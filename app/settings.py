@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     inference_queue_size: int = Field(default=1024, ge=1)
     inference_threads: int = Field(default=2, ge=1)
     inference_cache_models: int = Field(default=4, ge=1)
+    # Approximate memory bound of the loaded-model cache (ONNX + tokenizer sizes, see
+    # app/serving/cache.py); the least recently used models are unloaded beyond it.
+    inference_cache_memory_mb: float = Field(default=2048.0, gt=0)
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -85,6 +88,11 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.var_dir / "uploads"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Verified, extracted artifacts that deployments load from (a cache; safe to delete)."""
+        return self.var_dir / "serving"
 
     @property
     def work_dir(self) -> Path:

@@ -5,6 +5,7 @@ so the CLI and the service produce the same files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ class Reporter:
         self.events_path.write_text("", encoding="utf-8")
         self.rows: list[TraceRow] = []
         self.phase = Phase.PREPARING
+        # Stages count steps from 0 in their own phase (TAL rounds, compression steps); the
+        # job-wide step adds an offset per phase so trace steps are unique and increasing
+        # across the whole job (the service stores them keyed by (job, step)).
+        self._step_offset = 0
+        self._next_step = 0
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         with self.events_path.open("a", encoding="utf-8") as fh:
@@ -42,6 +48,11 @@ class Reporter:
         self.callbacks.event(kind, message, data)
 
     def trace(self, row: TraceRow) -> None:
+        step = max(self._step_offset + row.step, self._next_step)
+        self._next_step = step + 1
+        row = dataclasses.replace(
+            row, step=step, observation={**row.observation, "phase_step": row.step}
+        )
         self.rows.append(row)
         with self.trace_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row.to_dict()) + "\n")
@@ -50,6 +61,7 @@ class Reporter:
     def enter(self, phase: Phase) -> None:
         self.checkpoint()
         self.phase = phase
+        self._step_offset = self._next_step
         self.progress(0.0)
 
     def progress(self, within_phase: float) -> None:

@@ -76,6 +76,13 @@ class TrainingConfig(StrictModel):
         default=1.0, ge=0, le=100, description="0 = the base is already a fine-tuned teacher."
     )
     student_epochs: float = Field(default=2.0, gt=0, le=100)
+    student_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Learning rate of the compressed student; None = learning_rate. A small "
+        "student distilled for a few epochs usually wants a larger one than the teacher.",
+    )
     eval_every_steps: int = Field(default=50, ge=1)
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sec_engine.data.encoding import Batch, Features, iter_batches
+from sec_engine.data.encoding import Batch, Features, iter_batches, length_grouped_batches
 
 
 @dataclass
@@ -132,11 +132,12 @@ def make_optimizer(
 def epoch_batches(
     features: Sequence[Features], batch_size: int, pad: int, seed: int
 ) -> Iterator[Batch]:
-    """An endless stream of shuffled batches, reshuffled every epoch with a derived seed."""
+    """An endless stream of shuffled, length-grouped batches, reshuffled every epoch with a
+    derived seed (see `length_grouped_batches`: same rows per epoch, far less padding)."""
     epoch = 0
     while True:
         rng = np.random.default_rng([seed, epoch])
-        yield from iter_batches(features, batch_size, pad, rng=rng)
+        yield from length_grouped_batches(features, batch_size, pad, rng)
         epoch += 1
 
 

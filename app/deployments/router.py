@@ -1,21 +1,63 @@
-"""HTTP routes for deployments (records only, for now)."""
+"""HTTP routes for deployments and hosted inference."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
+from app.db.models import DeploymentStatus
 from app.deployments import repository as repo
 from app.deployments import service
-from app.deployments.schemas import DeploymentCreate, DeploymentOut
-from app.deps import DeploymentDep, SessionDep, StateDep, TenantDep
+from app.deployments.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+)
+from app.deployments.service import DeploymentView
+from app.deps import DeploymentDep, SessionDep, SettingsDep, StateDep, TenantDep
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from app.schemas import ERROR_RESPONSES, Page
+from app.schemas import ERROR_RESPONSES, ErrorResponse, Page
+from app.serving.manager import ServingManager
+from app.state import app_state
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"], responses=ERROR_RESPONSES)
+
+
+def get_serving(request: Request) -> ServingManager:
+    serving: ServingManager = request.app.state.serving
+    return serving
+
+
+ServingDep = Annotated[ServingManager, Depends(get_serving)]
+
+
+def get_deployment_view(
+    deployment_id: str,
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> DeploymentView:
+    """Authenticate and load the tenant's deployment (or 404) in one short transaction.
+
+    Predict does not use `SessionDep`: that session would hold a database connection for
+    the whole time the request waits for its batch, and 64 waiting clients would drain the
+    connection pool.
+    """
+    return service.view(app_state(request).sessionmaker, authorization, deployment_id)
+
+
+DeploymentViewDep = Annotated[DeploymentView, Depends(get_deployment_view)]
+
+_PREDICT_ERRORS: dict[int | str, dict[str, object]] = {
+    409: {"model": ErrorResponse, "description": "Deployment not ready, or failed"},
+    413: {"model": ErrorResponse, "description": "Too many inputs in one request"},
+    422: {"model": ErrorResponse, "description": "Bad inputs: wrong type, empty or too long"},
+    429: {"model": ErrorResponse, "description": "Queue full; retry after `Retry-After` seconds"},
+}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentOut)
@@ -26,9 +68,10 @@ def create_deployment(
     session: SessionDep,
     state: StateDep,
     tenant: TenantDep,
+    serving: ServingDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> DeploymentOut | JSONResponse:
-    """Create a deployment of a ready artifact; it starts `pending`."""
+    """Deploy a ready artifact; it starts `pending` and warms up to `ready` (or `failed`)."""
     idem = idempotency.start(
         idempotency_key,
         factory=state.sessionmaker,
@@ -39,7 +82,7 @@ def create_deployment(
     )
     if isinstance(idem, idempotency.Replay):
         return idempotency.replay_response(idem)
-    deployment = service.create_deployment(session, tenant.id, body)
+    deployment = service.create_deployment(session, tenant.id, body, state.settings, serving)
     out = DeploymentOut.model_validate(deployment)
     if idem is not None:
         idem.complete(session, status.HTTP_201_CREATED, out.model_dump(mode="json"))
@@ -65,12 +108,36 @@ def list_deployments(
 
 @router.get("/{deployment_id}", response_model=DeploymentOut)
 def get_deployment(*, deployment: DeploymentDep) -> DeploymentOut:
-    """One deployment and its status."""
+    """One deployment and its status (`pending`, `ready`, `failed` with `error_message`)."""
     return DeploymentOut.model_validate(deployment)
 
 
 @router.delete("/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_deployment(*, deployment: DeploymentDep, session: SessionDep) -> Response:
-    """Delete a deployment."""
-    service.delete_deployment(session, deployment)
+def delete_deployment(
+    *, deployment: DeploymentDep, session: SessionDep, serving: ServingDep
+) -> Response:
+    """Delete a deployment and unload its model; queued predictions fail."""
+    service.delete_deployment(session, deployment, serving)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{deployment_id}/predict", response_model=PredictResponse, responses=_PREDICT_ERRORS)
+async def predict(
+    *,
+    body: PredictRequest,
+    deployment: DeploymentViewDep,
+    serving: ServingDep,
+    settings: SettingsDep,
+) -> PredictResponse:
+    """Labels and class probabilities for a list of texts or text pairs, in input order."""
+    if deployment.status == DeploymentStatus.PENDING:
+        serving.resume_warm_up(deployment.id)
+    service.require_ready(deployment)
+    inputs = service.check_inputs(body, settings)
+    predictions = await service.predict(serving, deployment, inputs)
+    return PredictResponse(
+        deployment_id=deployment.id,
+        predictions=[
+            PredictionOut(label=p.label, probabilities=p.probabilities) for p in predictions
+        ],
+    )

@@ -5,6 +5,9 @@ no sentiment) are written without a label, so they form the unlabelled pool. Emp
 are dropped; rows are shuffled with a fixed seed so the file is byte-identical on every run:
 
     python -m sec_engine.data.rotten_tomatoes var/data/rotten_tomatoes.csv [MAX_ROWS]
+
+`write_subset` writes the small, class-balanced subset the demo and the smoke tests use: a
+labelled `train.csv` and an unlabelled `pool.csv` of plot synopses.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import bz2
 import csv
 import importlib.util
 import io
+import random
 import sys
 from pathlib import Path
 
@@ -58,6 +62,42 @@ def write_csv(
         writer.writeheader()
         writer.writerows(rows[int(i)] for i in order)
     return out
+
+
+def write_subset(
+    out_dir: Path, *, labelled: int = 600, unlabelled: int = 100, seed: int = 13
+) -> tuple[Path, Path]:
+    """Write `train.csv` (text,label; balanced classes) and `pool.csv` (text) under `out_dir`."""
+    rows = read_rows()
+    rng = random.Random(seed)  # noqa: S311 - a seeded sample, not a secret
+    by_label: dict[str, list[str]] = {}
+    plots: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        if row["text"] in seen:
+            continue
+        seen.add(row["text"])
+        if row["label"]:
+            by_label.setdefault(row["label"], []).append(row["text"])
+        else:
+            plots.append(row["text"])
+    picked: list[tuple[str, str]] = []
+    per_class = labelled // len(by_label)
+    for label in sorted(by_label):
+        picked += [(t, label) for t in rng.sample(by_label[label], per_class)]
+    rng.shuffle(picked)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, pool = out_dir / "train.csv", out_dir / "pool.csv"
+    with train.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(picked)
+    with pool.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text"])
+        writer.writerows([t] for t in rng.sample(plots, min(unlabelled, len(plots))))
+    return train, pool
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ terms (AIP's group-sparsity penalty) add λ2·R_model, scaled by (1 + distance t
 target). Every `eval_every_steps` the student is evaluated on validation, the controller
 decides, stages react (AIP prunes or backs off) and the decision is traced.
 
-What is kept: the weights at the latest evaluation that was within the threshold T (most
-trained, most compressed, still acceptable); if none was, the most accurate ones.
+What is kept: the weights at the latest evaluation that was within the threshold T of the
+controller's reference (the teacher, or the student's best so far when lower: most trained,
+most compressed, still acceptable); if none was, the most accurate ones.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
     feats = state.labelled_features()
     total = steps_for(len(feats), cfg.batch_size, cfg.student_epochs)
     extra = [p for s in stages for p in s.extra_parameters()]
-    optimizer, scheduler = make_optimizer(student, cfg.learning_rate, total, extra_params=extra)
+    lr = cfg.student_learning_rate or cfg.learning_rate
+    optimizer, scheduler = make_optimizer(student, lr, total, extra_params=extra)
     batches = epoch_batches(feats, cfg.batch_size, state.pad_id, spec.seed + 1)
     pool = _DataPool(list(state.soft_sets))
     pool_version = state.data_version
@@ -141,12 +143,22 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
         "compression.start", f"training the student for {total} steps", {"steps": total}
     )
 
+    last_eval = 0
     for step in range(1, total + 1):
         state.reporter.checkpoint()
         if state.deadline.expired() or decision.stop_training:
             state.reporter.event(
                 "compression.stopped", "time budget spent: keeping the best state", {"step": step}
             )
+            if step - 1 > last_eval:
+                # The steps since the last evaluation are trained weights too: judge them
+                # before choosing, or a deadline between evaluations throws them away.
+                acc = validation_metrics(state, student)["accuracy"]
+                reference = min(state.teacher_val_accuracy, max(best[0], acc))
+                if reference - acc <= threshold(state):
+                    good = (step - 1, copy.deepcopy(student.state_dict()))
+                if acc > best[0]:
+                    best = (acc, copy.deepcopy(student.state_dict()))
             break
         batch = next(batches)
         s_logits, s_hidden = forward(
@@ -197,7 +209,10 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
         if step % 10 == 0:
             state.reporter.progress(step / total)
         if step % cfg.eval_every_steps == 0 or step == total:
-            obs, acc = _observe(state, stages, pool, step, decision, target_mb, started, budget)
+            last_eval = step
+            obs, acc = _observe(
+                state, stages, pool, step, decision, target_mb, started, budget, best[0]
+            )
             size_gap = obs.size_gap
             decision = decide(
                 obs,
@@ -242,7 +257,10 @@ def _observe(
     target_mb: float | None,
     started: float,
     budget: float,
+    best_before: float,
 ) -> tuple[Observation, float]:
+    """Evaluate the student; the observation's reference includes this evaluation's accuracy
+    in the student's best so far (a new best is never a drop)."""
     assert state.student is not None
     acc = validation_metrics(state, state.student)["accuracy"]
     progress = [p for s in stages if (p := s.sparsity_progress()) is not None]
@@ -260,6 +278,7 @@ def _observe(
         sparsity_progress=min(progress) if progress else 1.0,
         data_budget_used=min(1.0, pool.seen / len(pool)) if len(pool) else 0.0,
         time_used=min(1.0, (time.monotonic() - started) / budget) if budget > 0 else 1.0,
+        best_accuracy=max(best_before, acc),
     )
     return obs, acc
 

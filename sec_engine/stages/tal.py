@@ -7,8 +7,13 @@
   row's label is read only once it is bought, so unbought labels never leak into training.
 - Semi-supervised: from round 2 on, unbought and unlabelled rows on which the teacher is
   confident (≥ threshold) are pseudo-labelled with its probabilities and trained on with
-  weight λ (`consistency_weight`) — L_AL. The final pseudo-labelled set is handed to the
-  compression loop as a soft set (R_data).
+  weight λ (`consistency_weight`) — L_AL.
+- For the student: the final teacher scores every unbought training row and the unlabelled
+  pool once, and the whole lot goes to the compression loop as the "distill" soft set
+  (R_data) with the teacher's full probabilities. The threshold exists to stop the teacher
+  from reinforcing its own mistakes as hard labels; a student distilled on soft targets
+  learns most from exactly the rows near the boundary that a threshold would drop. No label
+  of an unbought row is read, so the label budget is untouched.
 
 Scoring a large pool every round costs inference time, so each round scores a seeded random
 candidate subset of at most CANDIDATES_PER_LABEL × the round's purchase.
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from sec_engine.callbacks import Phase, TraceRow
+from sec_engine.data.encoding import Features
 from sec_engine.data.tal_ops import acquisition_plan, make_heuristic, pseudo_labels
 from sec_engine.spec import TalConfig
 from sec_engine.stages.base import EngineState, SoftSet, Stage
@@ -28,6 +34,11 @@ from sec_engine.stages.teacher import fine_tune, validation_metrics
 from sec_engine.training import Deadline, predict_logits, softmax
 
 CANDIDATES_PER_LABEL = 4
+# Rounds before the last train for this share of `teacher_epochs`: enough for the teacher's
+# uncertainty to pick the next labels well. The last round trains the full `teacher_epochs`
+# over every label bought, the same schedule a plain fine-tune gets over its labels, since the
+# final teacher caps everything learnt from it (pseudo-labels, soft targets, distillation).
+EARLY_ROUND_EPOCHS = 0.5
 MAX_PSEUDO_SCORED = 20_000
 
 
@@ -38,6 +49,7 @@ class TalStage(Stage):
         self.config = config
         self.rounds: list[dict[str, Any]] = []
         self.pseudo: SoftSet | None = None
+        self.distill: SoftSet | None = None
         self.plan: list[int] = []
 
     def initialize(self, state: EngineState) -> None:
@@ -69,16 +81,15 @@ class TalStage(Stage):
                 pool = [i for i in pool if i not in chosen]
             state.labelled = sorted(bought)
             if r > 0 and self.config.consistency_weight > 0:
-                self.pseudo = self._pseudo_set(state, pool)
+                self.pseudo = self._pseudo_set(*self._score_pool(state, pool))
             share = 1.0 / (n_stages - r)
+            last = r == n_stages - 1
             result = fine_tune(
                 state,
                 state.teacher,
                 state.labelled_features(),
                 state.train_labels(),
-                epochs=spec.training.teacher_epochs
-                * sum(self.plan)
-                / (n_stages * len(state.labelled)),
+                epochs=spec.training.teacher_epochs * (1.0 if last else EARLY_ROUND_EPOCHS),
                 deadline=Deadline(phase_deadline.remaining() * share),
                 seed=spec.seed + r,
                 progress=(r / n_stages, (r + 1) / n_stages),
@@ -114,8 +125,12 @@ class TalStage(Stage):
             state.reporter.event(
                 "tal.round", f"round {r}: {len(state.labelled)} labels, val acc {acc:.4f}", entry
             )
+        feats, probs = self._score_pool(state, pool)
         if self.config.consistency_weight > 0:
-            self.pseudo = self._pseudo_set(state, pool)
+            self.pseudo = self._pseudo_set(feats, probs)
+        self.distill = SoftSet(
+            "distill", feats, probs.astype(np.float32), np.ones(len(feats), np.float32)
+        )
         return True
 
     def _acquire(
@@ -133,8 +148,8 @@ class TalStage(Stage):
         )
         return [candidates[int(i)] for i in heuristic.select(probs, k)]
 
-    def _pseudo_set(self, state: EngineState, pool: list[int]) -> SoftSet:
-        """Confident teacher predictions on unbought training rows and the unlabelled pool."""
+    def _score_pool(self, state: EngineState, pool: list[int]) -> tuple[list[Features], np.ndarray]:
+        """Teacher probabilities on unbought training rows and the unlabelled pool."""
         feats = [state.features["train"][i] for i in pool] + state.features["unlabelled"]
         if len(feats) > MAX_PSEUDO_SCORED:
             rng = np.random.default_rng([state.spec.seed, 13])
@@ -142,14 +157,18 @@ class TalStage(Stage):
                 feats[int(i)] for i in rng.choice(len(feats), MAX_PSEUDO_SCORED, replace=False)
             ]
         if not feats:
-            return SoftSet(
-                "pseudo", [], np.zeros((0, state.num_labels), np.float32), np.zeros(0, np.float32)
-            )
+            return [], np.zeros((0, state.num_labels), np.float32)
         probs = softmax(
             predict_logits(
                 state.teacher, feats, state.spec.training.batch_size, state.pad_id, state.device
             )
         )
+        return feats, probs
+
+    def _pseudo_set(self, feats: list[Features], probs: np.ndarray) -> SoftSet:
+        """The confident rows (≥ threshold), weighted by confidence, for the teacher's L_AL."""
+        if not feats:
+            return SoftSet("pseudo", [], probs.astype(np.float32), np.zeros(0, np.float32))
         keep, conf = pseudo_labels(probs, self.config.pseudo_label_threshold)
         return SoftSet(
             "pseudo",
@@ -159,9 +178,9 @@ class TalStage(Stage):
         )
 
     def build_data(self, state: EngineState) -> None:
-        if self.pseudo is not None and len(self.pseudo.features):
-            # Final probabilities from the final teacher (the set was scored after training).
-            state.soft_sets.append(self.pseudo)
+        if self.distill is not None and len(self.distill.features):
+            # Probabilities from the final teacher (the set was scored after training).
+            state.soft_sets.append(self.distill)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -169,6 +188,7 @@ class TalStage(Stage):
             "plan": self.plan,
             "rounds": self.rounds,
             "pseudo_labelled": 0 if self.pseudo is None else len(self.pseudo.features),
+            "distill_rows": 0 if self.distill is None else len(self.distill.features),
             "pseudo_label_threshold": self.config.pseudo_label_threshold,
             "consistency_weight": self.config.consistency_weight,
         }

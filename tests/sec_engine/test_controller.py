@@ -116,3 +116,28 @@ def test_exhausted_data_budget_decays_lambda1() -> None:
     fresh = decide(_obs(data_budget_used=0.2), adaptive=True, initial=(0.5, 0.5))
     spent = decide(_obs(data_budget_used=1.0), adaptive=True, initial=(0.5, 0.5))
     assert spent.lambda1 < fresh.lambda1
+
+
+def test_student_below_teacher_but_at_its_best_still_prunes() -> None:
+    # A distilled student 4 points under the teacher, at its best so far: the gap is the
+    # layer drop's, not pruning's, so pruning goes on.
+    d = decide(_obs(val_accuracy=0.86, best_accuracy=0.86), adaptive=True, initial=(0.5, 0.5))
+    assert d.rule == "slack_size_unmet"
+    assert d.prune_step_multiplier > 0
+    assert not d.restore_last_good
+
+
+def test_drop_from_students_best_over_threshold_backs_off() -> None:
+    obs = _obs(val_accuracy=0.84, best_accuracy=0.86)
+    assert obs.reference_accuracy == pytest.approx(0.86)
+    assert obs.teacher_drop == pytest.approx(0.06)
+    d = decide(obs, adaptive=True, initial=(0.5, 0.5))
+    assert d.rule == "over_threshold"
+    assert d.lambda2 < 0.5
+    assert d.restore_last_good
+
+
+def test_reference_never_exceeds_the_teacher() -> None:
+    obs = _obs(val_accuracy=0.885, best_accuracy=0.93)
+    assert obs.reference_accuracy == pytest.approx(0.90)
+    assert decide(obs, adaptive=True, initial=(0.5, 0.5)).rule == "over_threshold"

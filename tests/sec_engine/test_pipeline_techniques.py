@@ -79,6 +79,12 @@ def test_all_techniques_on_each_family(arch: str, tmp_path: Path) -> None:
     assert set(m["techniques"]) == {"tal", "ada", "sqd", "aip"}
     assert m["techniques"]["sqd"]["student_layers"] == 2
     assert m["techniques"]["aip"]["head_sparsity"] >= 0.0
+    # The first evaluation is the student's best so far, so it is never "over T" against the
+    # controller's reference: pruning always starts (it used to wait for the teacher's accuracy).
+    assert m["techniques"]["aip"]["schedule"][0]["action"] == "prune"
+    # The student distils on every row whose label TAL did not buy, plus the unlabelled pool.
+    tal = m["techniques"]["tal"]
+    assert tal["distill_rows"] == m["labels_available"] - m["labels_used"] + m["data"]["unlabelled"]
     assert "back_translation" not in m["techniques"]["ada"]["operators"]
     compress_rows = [r for r in cb.rows if r.phase == Phase.COMPRESSING]
     assert compress_rows, "every evaluation writes a controller trace row"

@@ -22,13 +22,26 @@ def test_weights_land_on_a_per_channel_int8_grid() -> None:
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(6, 10, generator=gen)
     w[2] *= 100  # a row with a much larger range must not coarsen the others
-    q = fake_quant_weight(w)
+    q = fake_quant_weight(w, per_channel=True)
     scale = w.abs().amax(dim=1, keepdim=True) / 127
     steps = q / scale
     torch.testing.assert_close(steps, steps.round(), atol=1e-4, rtol=0)
     assert steps.abs().max() <= 127 + 1e-4
     assert ((q - w).abs() <= scale / 2 + 1e-6).all()
     assert not torch.equal(q, w)
+
+
+def test_default_weight_grid_is_per_tensor_like_the_export() -> None:
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(6, 10, generator=gen)
+    w[2] *= 100
+    q = fake_quant_weight(w)
+    scale = w.abs().max() / 127  # one scale: ONNX Runtime quantize_dynamic, per_channel=False
+    steps = q / scale
+    torch.testing.assert_close(steps, steps.round(), atol=1e-3, rtol=0)
+    assert steps.abs().max() <= 127 + 1e-3
+    # the small rows land on the coarse shared grid, unlike per-channel
+    assert not torch.allclose(q, fake_quant_weight(w, per_channel=True))
 
 
 def test_straight_through_gradient() -> None:

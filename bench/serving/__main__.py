@@ -1,0 +1,5 @@
+"""`python -m bench.serving`: see bench/serving/run.py."""
+
+from bench.serving.run import main
+
+main()

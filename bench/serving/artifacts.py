@@ -1,0 +1,127 @@
+"""Building servable artifacts outside the job pipeline (torch-side; never imported by the API).
+
+The layout is the engine's (sec_engine/export/artifact.py) and the archive is the worker's
+(workers/archive.py), so what the bench and the serving tests deploy is exactly what a job
+produces:
+
+    model/              HF-format model + tokenizer (save_pretrained: config.json,
+                        model.safetensors, tokenizer.json, tokenizer_config.json)
+    model.int8.onnx     ONNX Runtime dynamic int8 (manifest files.onnx_int8), or
+    model.onnx          fp32 ONNX (manifest files.onnx) for a model served unquantized
+    manifest.json       labels, files, sha256 of every file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.archive import describe_files, make_archive
+
+OPSET = 17
+
+
+class _Logits(nn.Module):
+    """Positional inputs in a fixed order and the logits as the only output."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(**dict(zip(self.names, tensors, strict=True))).logits
+        return out
+
+
+def export_onnx(model: nn.Module, tokenizer: Any, path: Path, *, int8: bool) -> Path:
+    """TorchScript export (dynamo=False, opset 17) with dynamic batch and sequence axes,
+    then, for `int8`, ONNX Runtime dynamic quantization (QInt8 weights)."""
+    model = model.cpu().eval()
+    names = [
+        n
+        for n in tokenizer.model_input_names
+        if n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    example = tokenizer(
+        ["an example", "a second, longer example text"], padding=True, return_tensors="pt"
+    )
+    fp32 = path.with_name(path.stem + ".fp32.onnx") if int8 else path
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Logits(model, names),
+            tuple(example[n] for n in names),
+            str(fp32),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=False)
+        fp32.unlink()
+    return path
+
+
+def write_artifact_dir(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    int8: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the artifact directory and its manifest; return the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    onnx_name = "model.int8.onnx" if int8 else "model.onnx"
+    export_onnx(model, tokenizer, out_dir / onnx_name, int8=int8)
+    id2label = model.config.id2label
+    files = describe_files(out_dir)
+    manifest: dict[str, Any] = {
+        "format_version": 1,
+        "labels": [id2label[i] for i in range(len(id2label))],
+        "files": {
+            "hf_model": "model/",
+            "tokenizer": "model/",
+            ("onnx_int8" if int8 else "onnx"): onnx_name,
+        },
+        **(extra or {}),
+        "sha256": {f.path: f.sha256 for f in files},
+        "file_sizes": {f.path: f.size_bytes for f in files},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def pack(out_dir: Path, dest: Path, top: str) -> str:
+    """The worker's archive of `out_dir`; returns its sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return make_archive(out_dir, dest, top=top)
+
+
+def file_records(out_dir: Path) -> list[dict[str, Any]]:
+    """The `files` column the worker records: path, size and sha256 of each file."""
+    return [
+        {"path": f.path, "size_bytes": f.size_bytes, "sha256": f.sha256}
+        for f in describe_files(out_dir)
+    ]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

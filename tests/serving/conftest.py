@@ -1,0 +1,39 @@
+"""Serving-engine fixtures: the tiny real artifact and a local store holding it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.serving.artifact import ArtifactRef
+from app.storage import LocalArtifactStore
+from tests.serving.tiny_artifact import TinyArtifact, tiny_artifact
+
+
+@pytest.fixture(scope="session")
+def tiny() -> TinyArtifact:
+    return tiny_artifact()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "store")
+
+
+def stored_ref(
+    store: LocalArtifactStore, tiny: TinyArtifact, data: bytes | None = None
+) -> ArtifactRef:
+    """Put the archive (or other bytes) in the store; the ref records the true checksums."""
+    key = "ten/job/art.tar.gz"
+    path = store.root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tiny.archive.read_bytes() if data is None else data)
+    manifest = tiny.manifest
+    return ArtifactRef(
+        artifact_id="art_test",
+        storage_key=key,
+        sha256=tiny.sha256,
+        manifest=manifest,
+        files=tuple({"path": p, "sha256": h} for p, h in manifest["sha256"].items()),
+    )

@@ -1,0 +1,199 @@
+"""The job task's logic, called directly with a fake engine on a migrated SQLite database."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
+from app.db.session import unit_of_work
+from sec_engine.errors import DatasetError
+from tests.workers.conftest import FakeEngine
+from workers import job_state
+from workers.context import WorkerContext
+from workers.job_runner import Outcome, run_job
+
+pytestmark = pytest.mark.unit
+
+
+def _job(sessions: sessionmaker[Session], job_id: str) -> Job:
+    with sessions() as s:
+        return s.get_one(Job, job_id)
+
+
+def _events(sessions: sessionmaker[Session], job_id: str) -> list[str]:
+    with sessions() as s:
+        return list(
+            s.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+        )
+
+
+def test_success_writes_events_trace_artifact(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    engine = FakeEngine()
+
+    assert run_job(ctx, job_id, engine) is Outcome.SUCCEEDED
+
+    job = _job(sessions, job_id)
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.attempts == 1
+    assert job.progress == 1.0
+    assert job.metrics == {"compressed": {"accuracy": 0.9}}  # the spec stays on the artifact
+    assert job.targets_met == {"max_size_mb": True}
+    assert job.lease_expires_at is None
+    assert job.finished_at is not None
+    assert engine.inputs is not None
+    assert engine.inputs.model == "minilm-l6"
+    assert engine.inputs.train_path.is_file()
+    assert _events(sessions, job_id) == [
+        "job.started",
+        "teacher.started",
+        "artifact.ready",
+        "job.succeeded",
+    ]
+    with sessions() as s:
+        steps = list(s.scalars(select(TraceRow.step).where(TraceRow.job_id == job_id)))
+        artifact = s.scalars(select(Artifact).where(Artifact.job_id == job_id)).one()
+    assert sorted(steps) == [0, 1, 2]
+    assert artifact.status == "ready"
+    assert artifact.storage_key == f"{job.tenant_id}/{job_id}/{artifact.id}.tar.gz"
+    stored = ctx.settings.var_dir / "artifacts" / artifact.storage_key
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact.sha256
+    assert artifact.size_bytes == stored.stat().st_size
+    assert {f["path"] for f in artifact.files} == {"manifest.json", "model/model.onnx"}
+    with tarfile.open(stored) as tar:
+        assert sorted(tar.getnames()) == [f"{job_id}/manifest.json", f"{job_id}/model/model.onnx"]
+    # The scratch folder is cleaned up.
+    assert not (ctx.settings.work_dir / job_id / "attempt-1").exists()
+
+
+def test_second_delivery_does_nothing(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    assert run_job(ctx, job_id, FakeEngine()) is Outcome.SUCCEEDED
+    engine = FakeEngine()
+    assert run_job(ctx, job_id, engine) is Outcome.SKIPPED
+    assert engine.inputs is None  # the engine never ran
+    assert _job(sessions, job_id).attempts == 1
+
+
+def test_claim_is_conditional(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    with unit_of_work(sessions) as s:
+        assert job_state.claim(s, job_id, "w1", ctx.clock(), 60)
+    with unit_of_work(sessions) as s:
+        assert not job_state.claim(s, job_id, "w2", ctx.clock(), 60)
+    job = _job(sessions, job_id)
+    assert (job.status, job.worker_id, job.attempts) == ("running", "w1", 1)
+    assert job.lease_expires_at is not None
+    assert job.lease_expires_at > ctx.clock()
+
+
+def test_engine_error_fails_with_its_code(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    outcome = run_job(ctx, job_id, FakeEngine(fail_with=DatasetError("row 3 has no text")))
+    assert outcome is Outcome.FAILED
+    job = _job(sessions, job_id)
+    assert (job.status, job.error_code, job.error_message) == (
+        "failed",
+        "invalid_dataset",
+        "row 3 has no text",
+    )
+    assert _events(sessions, job_id)[-1] == "job.failed"
+    with sessions() as s:
+        assert s.scalars(select(Artifact)).first() is None
+
+
+def test_unexpected_error_is_internal_and_safe(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    secret = "/secret/path/in/traceback"
+    assert run_job(ctx, job_id, FakeEngine(fail_with=RuntimeError(secret))) is Outcome.FAILED
+    job = _job(sessions, job_id)
+    assert job.error_code == "internal_error"
+    assert job.error_message is not None
+    assert secret not in job.error_message
+
+
+def test_unknown_model_fails_before_the_engine(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    with unit_of_work(sessions) as s:
+        job = s.get_one(Job, job_id)
+        job.spec = {**job.spec, "base_model": "mdl_doesnotexist"}
+    engine = FakeEngine()
+    assert run_job(ctx, job_id, engine) is Outcome.FAILED
+    assert engine.inputs is None
+    job = _job(sessions, job_id)
+    assert job.error_code == "model_load_failed"
+    assert "mdl_doesnotexist" in (job.error_message or "")
+
+
+def test_cancel_request_cancels(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+
+    class CancelDuringRun(FakeEngine):
+        def __call__(self, spec, inputs, out_dir, callbacks):
+            with unit_of_work(sessions) as s:  # what POST /v1/jobs/{id}/cancel does
+                s.execute(
+                    update(Job).where(Job.id == job_id).values(status=JobStatus.CANCEL_REQUESTED)
+                )
+            return super().__call__(spec, inputs, out_dir, callbacks)
+
+    assert run_job(ctx, job_id, CancelDuringRun(cancel_at_step=0)) is Outcome.CANCELLED
+    job = _job(sessions, job_id)
+    assert job.status == "cancelled"
+    assert job.error_code is None
+    assert _events(sessions, job_id)[-1] == "job.cancelled"
+
+
+def test_result_of_a_reaped_attempt_is_dropped(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    """If the reaper gave the job to someone else, a late finish must not overwrite it."""
+    job_id = make_job()
+
+    class StolenDuringRun(FakeEngine):
+        def __call__(self, spec, inputs, out_dir, callbacks):
+            with unit_of_work(sessions) as s:
+                s.execute(
+                    update(Job).where(Job.id == job_id).values(status="queued", worker_id=None)
+                )
+            return super().__call__(spec, inputs, out_dir, callbacks)
+
+    assert run_job(ctx, job_id, StolenDuringRun()) is Outcome.LOST
+    job = _job(sessions, job_id)
+    assert job.status == "queued"
+    with sessions() as s:
+        assert s.scalars(select(Artifact)).first() is None
+
+
+def test_retry_starts_a_fresh_trace(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+    with unit_of_work(sessions) as s:  # a first attempt that died after writing its trace
+        s.add(TraceRow(job_id=job_id, step=0, phase="compressing", lambda1=1.0, lambda2=1.0))
+        s.execute(update(Job).where(Job.id == job_id).values(attempts=1))
+    assert run_job(ctx, job_id, FakeEngine()) is Outcome.SUCCEEDED
+    job = _job(sessions, job_id)
+    assert job.attempts == 2
+    with sessions() as s:
+        rows = s.scalars(select(TraceRow).where(TraceRow.job_id == job_id)).all()
+    assert [r.lambda1 for r in rows] == [0.5, 0.5, 0.5]

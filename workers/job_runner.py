@@ -1,0 +1,245 @@
+"""One attempt of one job, from claim to a terminal state. Callable directly (tests do).
+
+    claim (queued -> running) -> resolve inputs -> run the engine under a heartbeat
+    -> archive + store the output -> ONE transaction: artifact row `ready` + job `succeeded`
+
+Every write after the claim is conditional on the job still being this worker's attempt, so
+if the reaper took the job back (a stalled worker) this attempt's late result changes nothing.
+The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
+here, inside the pool child, so the worker's parent process never loads torch or CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.db.models import Artifact, ArtifactStatus, Job, JobStatus, new_id
+from app.db.session import unit_of_work
+from sec_engine.callbacks import EngineCallbacks, Phase
+from sec_engine.errors import EngineError, JobCancelled, SpecError
+from sec_engine.result import EngineResult, ResolvedInputs
+from sec_engine.spec import JobSpec
+from workers import job_state
+from workers.archive import describe_files, make_archive
+from workers.context import WorkerContext
+from workers.db_callbacks import DbCallbacks
+from workers.heartbeat import Heartbeat
+from workers.inputs import resolve_inputs
+
+logger = logging.getLogger(__name__)
+
+EngineFn = Callable[[JobSpec, ResolvedInputs, Path, EngineCallbacks], EngineResult]
+
+# The manifest entries copied onto the job row's `metrics` (the numbers a user polls for); the
+# whole manifest (spec, per-technique details, file checksums) is on the artifact record.
+METRIC_KEYS = (
+    "teacher",
+    "compressed",
+    "ratios",
+    "labels_used",
+    "labels_available",
+    "wall_seconds",
+    "device",
+)
+
+
+class Outcome(StrEnum):
+    SKIPPED = "skipped"  # not queued: a duplicate or redelivered message
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # the job was taken from this worker (lease expired) before it finished
+
+
+def default_engine() -> EngineFn:
+    from sec_engine.pipeline import run_job  # heavy (torch): only in the process running a job
+
+    engine: EngineFn = run_job
+    return engine
+
+
+def run_job(ctx: WorkerContext, job_id: str, engine: EngineFn | None = None) -> Outcome:
+    with unit_of_work(ctx.sessions) as session:
+        if not job_state.claim(
+            session, job_id, ctx.worker_id, ctx.clock(), ctx.settings.job_lease_seconds
+        ):
+            logger.info("job %s is not queued; nothing to do", job_id)
+            return Outcome.SKIPPED
+        job = session.get_one(Job, job_id)
+        attempt = job.attempts
+        job_state.add_event(
+            session,
+            job_id,
+            attempt,
+            "job.started",
+            f"attempt {attempt} of {job.max_attempts} started on {ctx.worker_id}",
+            {"attempt": attempt, "worker_id": ctx.worker_id},
+            ctx.clock(),
+        )
+    attempt_dir = ctx.settings.work_dir / job_id / f"attempt-{attempt}"
+    try:
+        with Heartbeat(ctx, job_id, attempt) as heartbeat:
+            callbacks = DbCallbacks(ctx, job_id, attempt, lost=heartbeat.lost)
+            return _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine)
+    finally:
+        shutil.rmtree(attempt_dir, ignore_errors=True)
+
+
+def _run_claimed(
+    ctx: WorkerContext,
+    job_id: str,
+    attempt: int,
+    attempt_dir: Path,
+    callbacks: DbCallbacks,
+    engine: EngineFn | None,
+) -> Outcome:
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            job = session.get_one(Job, job_id)
+            tenant_id = job.tenant_id
+            try:
+                spec = JobSpec.model_validate(job.spec)
+            except ValidationError as exc:
+                raise SpecError(f"the stored job spec is invalid: {exc}") from exc
+            inputs = resolve_inputs(session, job, spec)
+        shutil.rmtree(attempt_dir, ignore_errors=True)  # a leftover from a crashed attempt
+        out_dir = attempt_dir / "out"
+        out_dir.mkdir(parents=True)
+        run = engine or default_engine()
+        result = run(spec, inputs, out_dir, callbacks)
+        if callbacks.lost:
+            return Outcome.LOST
+        callbacks.progress(Phase.EXPORTING, 1.0)
+        return _store_result(ctx, job_id, tenant_id, attempt, attempt_dir, result)
+    except JobCancelled as exc:
+        if callbacks.lost:
+            return Outcome.LOST
+        return _end(ctx, job_id, attempt, JobStatus.CANCELLED, "cancelled", exc.message)
+    except EngineError as exc:
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, exc.code, exc.message)
+    except SoftTimeLimitExceeded:
+        minutes = ctx.settings.job_hard_limit_minutes
+        message = f"the job ran past the worker's time limit ({minutes:g} min)"
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, "time_limit", message)
+    except Exception:
+        logger.exception("job %s attempt %d failed unexpectedly", job_id, attempt)
+        message = "an internal error stopped the job; the operators have the details in the logs"
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, "internal_error", message)
+
+
+def _metrics(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {k: manifest[k] for k in METRIC_KEYS if k in manifest}
+
+
+def _store_result(
+    ctx: WorkerContext,
+    job_id: str,
+    tenant_id: str,
+    attempt: int,
+    attempt_dir: Path,
+    result: EngineResult,
+) -> Outcome:
+    files = result.files or describe_files(result.out_dir)
+    artifact_id = new_id("art")
+    archive = attempt_dir / f"{artifact_id}.tar.gz"
+    sha256 = make_archive(result.out_dir, archive, top=job_id)
+    size = archive.stat().st_size
+    key = f"{tenant_id}/{job_id}/{artifact_id}.tar.gz"
+    ctx.store.put_file(key, archive)
+
+    with unit_of_work(ctx.sessions) as session:
+        if not job_state.finish(
+            session,
+            job_id,
+            ctx.worker_id,
+            attempt,
+            ctx.clock(),
+            JobStatus.SUCCEEDED,
+            phase=None,
+            progress=1.0,
+            metrics=_metrics(result.manifest),
+            targets_met=dict(result.targets_met),
+        ):
+            session.rollback()
+            logger.warning("job %s attempt %d finished after losing its lease", job_id, attempt)
+            return Outcome.LOST
+        session.add(
+            Artifact(
+                id=artifact_id,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                status=ArtifactStatus.READY.value,
+                storage_key=key,
+                size_bytes=size,
+                sha256=sha256,
+                files=[asdict(f) for f in files],
+                manifest=result.manifest,
+            )
+        )
+        _event(
+            session,
+            ctx,
+            job_id,
+            attempt,
+            "artifact.ready",
+            "artifact stored",
+            {
+                "artifact_id": artifact_id,
+                "sha256": sha256,
+                "size_bytes": size,
+            },
+        )
+        _event(
+            session,
+            ctx,
+            job_id,
+            attempt,
+            "job.succeeded",
+            "job succeeded",
+            {"targets_met": dict(result.targets_met)},
+        )
+    return Outcome.SUCCEEDED
+
+
+def _event(
+    session: Session,
+    ctx: WorkerContext,
+    job_id: str,
+    attempt: int,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    job_state.add_event(session, job_id, attempt, kind, message, data, ctx.clock())
+
+
+def _end(
+    ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, code: str, message: str
+) -> Outcome:
+    """Record a failure or a cancellation, if the job is still ours."""
+    cancelled = status is JobStatus.CANCELLED
+    with unit_of_work(ctx.sessions) as session:
+        if not job_state.finish(
+            session,
+            job_id,
+            ctx.worker_id,
+            attempt,
+            ctx.clock(),
+            status,
+            error_code=None if cancelled else code,
+            error_message=None if cancelled else message,
+        ):
+            session.rollback()
+            return Outcome.LOST
+        _event(session, ctx, job_id, attempt, f"job.{status.value}", message, {"code": code})
+    return Outcome.CANCELLED if cancelled else Outcome.FAILED

@@ -1,0 +1,48 @@
+"""The Celery tasks: thin wrappers that take ids and call the logic in `job_runner` / `reaper`.
+
+The worker context (DB engine, artifact store) is built on first use inside the pool child,
+after the fork, so no connection is ever shared between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from app.queue import TaskName
+from app.settings import get_settings
+from workers.celery_app import app
+from workers.context import WorkerContext, build_context
+from workers.job_runner import run_job
+from workers.reaper import reap
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def worker_context() -> WorkerContext:
+    return build_context(get_settings())
+
+
+class _CeleryAppQueue:
+    """`JobQueue` over the worker's own Celery app (the reaper re-enqueues through it)."""
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        app.send_task(TaskName.RUN_JOB.value, args=[job_id], queue=queue)
+
+
+@app.task(name=TaskName.RUN_JOB.value, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_job_task(job_id: str) -> str:
+    """Run one job to a terminal state; a duplicate or redelivered message does nothing."""
+    outcome = run_job(worker_context(), job_id)
+    logger.info("job %s: %s", job_id, outcome)
+    return outcome.value
+
+
+# Celery ships no type hints, hence the ignores on its decorators.
+@app.task(name=TaskName.REAP.value, ignore_result=True, soft_time_limit=120, time_limit=180)  # type: ignore[untyped-decorator]
+def reap_task() -> int:
+    """Requeue or fail jobs whose worker died; re-enqueue jobs whose message was lost."""
+    ctx = worker_context()
+    report = reap(ctx.sessions, _CeleryAppQueue(), ctx.clock())
+    return report.total()
