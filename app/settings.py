@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=120, ge=5)
     job_heartbeat_seconds: int = Field(default=20, ge=1)
     job_hard_limit_minutes: float = Field(default=24 * 60, gt=0)
+    # Redis redelivers an unacknowledged message after this many seconds. Empty = the hard
+    # time limit + 1 h (never while a job still runs); the reliability tests set it low to
+    # force a redelivery of a running job.
+    broker_visibility_timeout_seconds: int | None = Field(default=None, ge=1)
 
     # Serving.
     inference_max_inputs: int = Field(default=256, ge=1)

@@ -7,11 +7,18 @@ Every write after the claim is conditional on the job still being this worker's 
 if the reaper took the job back (a stalled worker) this attempt's late result changes nothing.
 The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
 here, inside the pool child, so the worker's parent process never loads torch or CUDA.
+
+TEST ONLY: the reliability tests kill real worker processes dozens of times, which would take
+hours with real training. They start workers with `SEC_TEST_ENGINE=module:function` naming a
+fast fake engine; it is honoured only when `SEC_ENVIRONMENT=test`, and a worker in any other
+environment that finds it set fails the job loudly rather than run something that is not SEC.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -61,7 +68,18 @@ class Outcome(StrEnum):
     LOST = "lost"  # the job was taken from this worker (lease expired) before it finished
 
 
-def default_engine() -> EngineFn:
+# Names a fake engine (`module:function`) for the reliability tests; see the module docstring.
+TEST_ENGINE_ENV = "SEC_TEST_ENGINE"
+
+
+def default_engine(environment: str) -> EngineFn:
+    test_engine = os.environ.get(TEST_ENGINE_ENV)
+    if test_engine:
+        if environment != "test":
+            raise RuntimeError(f"{TEST_ENGINE_ENV} is set outside SEC_ENVIRONMENT=test; refusing")
+        module, _, name = test_engine.partition(":")
+        fake: EngineFn = getattr(importlib.import_module(module), name)
+        return fake
     from sec_engine.pipeline import run_job  # heavy (torch): only in the process running a job
 
     engine: EngineFn = run_job
@@ -112,10 +130,13 @@ def _run_claimed(
             except ValidationError as exc:
                 raise SpecError(f"the stored job spec is invalid: {exc}") from exc
             inputs = resolve_inputs(session, job, spec)
-        shutil.rmtree(attempt_dir, ignore_errors=True)  # a leftover from a crashed attempt
+        # Leftovers of earlier attempts of this job whose worker was killed (its `finally`
+        # never ran): this attempt owns the job now, and a killed attempt's half-written
+        # archive can be gigabytes.
+        shutil.rmtree(attempt_dir.parent, ignore_errors=True)
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
-        run = engine or default_engine()
+        run = engine or default_engine(ctx.settings.environment)
         result = run(spec, inputs, out_dir, callbacks)
         if callbacks.lost:
             return Outcome.LOST

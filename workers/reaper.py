@@ -7,8 +7,9 @@ Run every minute by beat and once by the launcher at start-up. Two sweeps:
    `queued` (attempts kept) and is re-enqueued while attempts remain, else it fails with
    `worker_lost`.
 2. Jobs `queued` for longer than `stale_after` since they were last enqueued: the message was
-   lost (broker down at submit time, the SQLite broker's fetched-but-never-acked messages, a
-   purged queue). They are re-enqueued. A duplicate message is harmless: the task's claim is
+   lost (a broker restart without persistence, the SQLite broker's fetched-but-never-acked
+   messages, a purged queue). They are re-enqueued. Jobs the API never managed to send (broker
+   down at submit time: `enqueued_at` is NULL) are sent at once. A duplicate message is harmless: the task's claim is
    conditional, so at most one delivery runs the job.
 
 Every change is a conditional UPDATE on the state that was read, so two reapers running at
@@ -98,6 +99,27 @@ def _expire_one(session: Session, job: Job, now: datetime, report: ReapReport) -
     return queue
 
 
+def _send(
+    sessions: sessionmaker[Session], queue: JobQueue, job_id: str, job_queue: str, now: datetime
+) -> None:
+    """Enqueue one job. If the broker is down, mark the job never-sent (`enqueued_at` NULL), so
+    the next sweep retries it at once, and carry on with the other jobs."""
+    try:
+        queue.enqueue(job_id, job_queue)
+    except Exception:
+        logger.warning("reaper: could not enqueue job %s; the next sweep retries", job_id)
+        with unit_of_work(sessions) as session:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.enqueued_at == now,
+                )
+                .values(enqueued_at=None)
+            )
+
+
 def reap(
     sessions: sessionmaker[Session],
     queue: JobQueue,
@@ -123,9 +145,12 @@ def reap(
     cutoff = now - stale_after
     with unit_of_work(sessions) as session:
         last_sent = func.coalesce(Job.enqueued_at, Job.created_at)
+        # `enqueued_at IS NULL`: the API could not reach the broker at submit time, so there is
+        # no message to wait for; send it on this sweep rather than after `stale_after`.
+        never_sent = Job.enqueued_at.is_(None)
         stale = session.execute(
             select(Job.id, Job.queue, Job.enqueued_at)
-            .where(Job.status == JobStatus.QUEUED.value, last_sent < cutoff)
+            .where(Job.status == JobStatus.QUEUED.value, never_sent | (last_sent < cutoff))
             .order_by(last_sent)
             .limit(BATCH)
         ).all()
@@ -143,7 +168,7 @@ def reap(
                 to_enqueue.append((job_id, job_queue))
 
     for job_id, job_queue in to_enqueue:
-        queue.enqueue(job_id, job_queue)
+        _send(sessions, queue, job_id, job_queue, now)
     if report.total():
         logger.info(
             "reaper: requeued %s, failed %s, cancelled %s, re-enqueued %s",

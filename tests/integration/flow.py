@@ -60,19 +60,23 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real worker process on the settings' broker; stopped (warm, then killed) afterwards."""
+def celery_worker(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker process on the settings' broker; stopped (warm, then killed) afterwards.
+
+    `extra_env` adds variables (the reliability tests name a fake engine with it)."""
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
         "-Q", "gpu,cpu", "--pool", "prefork", "--concurrency", "1", "--prefetch-multiplier", "1",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
     ]  # fmt: skip
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
-            env=worker_env(settings),
+            env={**worker_env(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a test can kill it with its child

@@ -14,7 +14,7 @@ from app.db.models import TraceRow as TraceRowModel
 from app.db.session import unit_of_work
 from app.queue import RecordingJobQueue
 from sec_engine.callbacks import Phase, TraceRow
-from tests.workers.conftest import Clock
+from tests.workers.conftest import T0, Clock
 from workers import job_state
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
@@ -112,12 +112,22 @@ def test_heartbeat_notices_a_lost_job(
 def test_stale_queued_job_is_reenqueued_once(
     ctx: WorkerContext, clock: Clock, make_job: Callable[..., str]
 ) -> None:
-    job_id = make_job()  # created at T0, never enqueued (broker was down)
+    job_id = make_job(enqueued_at=T0)  # sent at T0; the message was lost (broker restart)
     queue = RecordingJobQueue()
     assert reap(ctx.sessions, queue, clock()).total() == 0
     clock.advance(6 * 60)
     assert reap(ctx.sessions, queue, clock()).reenqueued == [job_id]
     assert reap(ctx.sessions, queue, clock()).total() == 0
+    assert queue.sent == [(job_id, "gpu")]
+
+
+def test_never_sent_job_is_enqueued_on_the_next_sweep(
+    ctx: WorkerContext, clock: Clock, make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()  # enqueued_at NULL: the broker was down when the API sent it
+    queue = RecordingJobQueue()
+    assert reap(ctx.sessions, queue, clock()).reenqueued == [job_id]
+    assert reap(ctx.sessions, queue, clock()).total() == 0  # enqueued_at is now set
     assert queue.sent == [(job_id, "gpu")]
 
 
@@ -181,3 +191,18 @@ def test_a_duplicate_trace_step_does_not_fail_the_job(
     with ctx.sessions() as s:
         rows = s.scalars(select(TraceRowModel).where(TraceRowModel.job_id == job_id)).all()
     assert [(r.step, r.phase) for r in rows] == [(1, "teacher")]
+
+
+def test_enqueue_failure_leaves_the_job_for_the_next_sweep(
+    ctx: WorkerContext, clock: Clock, make_job: Callable[..., str]
+) -> None:
+    class DownQueue:
+        def enqueue(self, job_id: str, queue: str) -> None:
+            raise ConnectionError("broker down")
+
+    first, second = make_job(), make_job()
+    report = reap(ctx.sessions, DownQueue(), clock())  # both tried; neither raises out
+    assert sorted(report.reenqueued) == sorted([first, second])
+    queue = RecordingJobQueue()
+    assert sorted(reap(ctx.sessions, queue, clock()).reenqueued) == sorted([first, second])
+    assert len(queue.sent) == 2
