@@ -10,6 +10,11 @@
   the client may retry with the same key.
 Keys are scoped per tenant. An in-flight row older than `STALE_IN_FLIGHT` belongs to a
 request whose process died; it is taken over. Completed keys expire after `KEY_TTL`.
+
+Every POST that changes state takes the header. Uploads are fingerprinted by the file's
+sha256 and the form fields (not the raw multipart body, whose boundary is random per try).
+`POST /v1/keys` replays without the secret: the plaintext key is never stored, not even here.
+`predict` changes nothing, so a retry is already safe; it does not store responses.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import IO, Annotated, Any
 
+from fastapi import Header
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +38,26 @@ from app.errors import Conflict, InvalidInput
 KEY_TTL = timedelta(hours=24)
 STALE_IN_FLIGHT = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=MAX_KEY_LENGTH,
+        description="Retry safely: the same key and body replay the first response",
+    ),
+]
+
+
+def file_sha256(f: IO[bytes]) -> str:
+    """The upload's digest, for its fingerprint; rewinds the file for the route to read."""
+    f.seek(0)
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    f.seek(0)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi.responses import JSONResponse
 
+from app import idempotency
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.schemas import DatasetOut, DatasetPurpose
-from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
+from app.deps import DatasetDep, SessionDep, SettingsDep, StateDep, TenantDep
 from app.errors import PayloadTooLarge
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
@@ -20,19 +23,37 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RES
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
 def upload_dataset(
     *,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     tenant: TenantDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL: text, [text_pair], [label]")],
     name: Annotated[str | None, Form(max_length=300)] = None,
     purpose: Annotated[DatasetPurpose, Form()] = DatasetPurpose.LABELLED,
-) -> DatasetOut:
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> DatasetOut | JSONResponse:
     """Upload a dataset; it is validated whole and summarised, or refused with the reason."""
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(
             f"the file is larger than the limit of {settings.max_upload_bytes} bytes"
         )
+    idem = idempotency.start(
+        idempotency_key,
+        factory=state.sessionmaker,
+        session=session,
+        tenant_id=tenant.id,
+        path=request.url.path,
+        payload={
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "filename": file.filename,
+            "name": name,
+            "purpose": purpose,
+        },
+    )
+    if isinstance(idem, idempotency.Replay):
+        return idempotency.replay_response(idem)
     dataset = service.create_dataset(
         session,
         settings,
@@ -42,7 +63,10 @@ def upload_dataset(
         name=name,
         purpose=purpose,
     )
-    return DatasetOut.model_validate(dataset)
+    out = DatasetOut.model_validate(dataset)
+    if idem is not None:
+        idem.complete(session, status.HTTP_201_CREATED, out.model_dump(mode="json"))
+    return out
 
 
 @router.get("", response_model=Page[DatasetOut])

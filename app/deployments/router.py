@@ -69,7 +69,7 @@ def create_deployment(
     state: StateDep,
     tenant: TenantDep,
     serving: ServingDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> DeploymentOut | JSONResponse:
     """Deploy a ready artifact; it starts `pending` and warms up to `ready` (or `failed`)."""
     idem = idempotency.start(

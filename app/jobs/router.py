@@ -37,7 +37,7 @@ def create_job(
     state: StateDep,
     tenant: TenantDep,
     job_queue: JobQueueDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> JobOut | JSONResponse:
     """Submit a compression job. Retry safely with the same `Idempotency-Key`."""
     idem = idempotency.start(
@@ -88,10 +88,30 @@ def get_job(*, job: JobDep, session: SessionDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(*, job: JobDep, session: SessionDep) -> JobOut:
+def cancel_job(
+    *,
+    job: JobDep,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> JobOut | JSONResponse:
     """Cancel: a queued job ends at once, a running one stops at its next checkpoint."""
+    idem = idempotency.start(
+        idempotency_key,
+        factory=state.sessionmaker,
+        session=session,
+        tenant_id=job.tenant_id,
+        path=request.url.path,
+        payload={},
+    )
+    if isinstance(idem, idempotency.Replay):
+        return idempotency.replay_response(idem)
     job = service.cancel_job(session, job)
-    return JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
+    out = JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
+    if idem is not None:
+        idem.complete(session, status.HTTP_200_OK, out.model_dump(mode="json"))
+    return out
 
 
 @router.get("/{job_id}/events", response_model=EventPage)

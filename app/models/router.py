@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi.responses import JSONResponse
 
-from app.deps import SessionDep, SettingsDep, TenantDep
+from app import idempotency
+from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
 from app.errors import NotFound
 from app.models import repository as repo
 from app.models import service
@@ -30,15 +32,30 @@ def list_models(*, session: SessionDep, tenant: TenantDep) -> ModelList:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut)
 def upload_model(
     *,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     tenant: TenantDep,
     file: Annotated[
         UploadFile, File(description=".zip or .tar.gz: config.json, *.safetensors, tokenizer")
     ],
     name: Annotated[str | None, Form(max_length=300)] = None,
-) -> ModelOut:
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> ModelOut | JSONResponse:
     """Upload an HF-format model archive (safetensors only; no remote code)."""
+    # Hashing a large archive costs a read: only done when the client asked for a replay.
+    digest = idempotency.file_sha256(file.file) if idempotency_key is not None else None
+    idem = idempotency.start(
+        idempotency_key,
+        factory=state.sessionmaker,
+        session=session,
+        tenant_id=tenant.id,
+        path=request.url.path,
+        payload={"file_sha256": digest, "filename": file.filename, "name": name},
+    )
+    if isinstance(idem, idempotency.Replay):
+        return idempotency.replay_response(idem)
     model = service.create_model(
         session,
         settings,
@@ -47,7 +64,10 @@ def upload_model(
         filename=file.filename or "model",
         name=name,
     )
-    return ModelOut.from_row(model)
+    out = ModelOut.from_row(model)
+    if idem is not None:
+        idem.complete(session, status.HTTP_201_CREATED, out.model_dump(mode="json"))
+    return out
 
 
 @router.get("/{model_id}", response_model=ModelOut)

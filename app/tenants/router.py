@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
 
-from app.deps import SessionDep, TenantDep
+from app import idempotency
+from app.deps import SessionDep, StateDep, TenantDep
 from app.schemas import ERROR_RESPONSES
 from app.tenants import repository as repo
 from app.tenants import service
@@ -26,10 +28,33 @@ def list_keys(*, session: SessionDep, tenant: TenantDep) -> list[ApiKeyOut]:
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
-def create_key(*, body: ApiKeyCreate, session: SessionDep, tenant: TenantDep) -> ApiKeyCreated:
-    """Create another key for this tenant. The secret is in this response only."""
+def create_key(
+    *,
+    body: ApiKeyCreate,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    idempotency_key: idempotency.IdempotencyKeyHeader = None,
+) -> ApiKeyCreated | JSONResponse:
+    """Create another key for this tenant. The secret is in this response only (a replay
+    with the same Idempotency-Key returns the key's record with `key: null`)."""
+    idem = idempotency.start(
+        idempotency_key,
+        factory=state.sessionmaker,
+        session=session,
+        tenant_id=tenant.id,
+        path=request.url.path,
+        payload=body.model_dump(mode="json", exclude_unset=True),
+    )
+    if isinstance(idem, idempotency.Replay):
+        return idempotency.replay_response(idem)
     key, plaintext = service.create_api_key(session, tenant.id, body.name)
-    return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext)
+    record = ApiKeyOut.model_validate(key).model_dump(mode="json")
+    if idem is not None:
+        # The stored replay never holds the secret: only its hash exists anywhere.
+        idem.complete(session, status.HTTP_201_CREATED, {**record, "key": None})
+    return ApiKeyCreated(**record, key=plaintext)
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyOut)

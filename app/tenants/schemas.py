@@ -23,7 +23,10 @@ class ApiKeyOut(OutputModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    key: str = Field(description="The secret key. Shown only in this response: store it now.")
+    key: str | None = Field(
+        description="The secret key. Shown only in this response: store it now"
+        " (null in an Idempotency-Key replay: the secret is never stored)."
+    )
 
 
 class TenantOut(OutputModel):
