@@ -1,4 +1,5 @@
-"""The `sec` command line: administration of the service (keys, migrations, serving)."""
+"""The `sec` command line: administration of the service (keys, migrations, serving) here,
+and the user's commands (datasets, jobs, artifacts, deploy, predict) from `sec_client.cli`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ from typing import Annotated
 import typer
 
 from app.settings import get_settings
+from sec_client.cli import register
 
-cli = typer.Typer(help="SEC service administration.", no_args_is_help=True)
+cli = typer.Typer(
+    help="SEC: compression as a service. Administration (serve, create-key, migrate) and the"
+    " API's user commands (datasets, jobs, artifacts, deploy, predict).",
+    no_args_is_help=True,
+)
 
 
 @cli.command("create-key")
@@ -53,6 +59,9 @@ def serve(
     from app.launcher import run_embedded
 
     raise typer.Exit(run_embedded(host=host, port=port))
+
+
+register(cli)  # after the operator commands, so `sec --help` lists those first
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
+from app.dashboard import mount_dashboard
 from app.datasets.router import router as datasets_router
 from app.db.session import make_engine, make_sessionmaker
 from app.deployments.router import router as deployments_router
@@ -26,6 +27,8 @@ from app.errors import AppError, BodyLimitJSONMiddleware
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.logging import RequestLogMiddleware, configure_logging
+from app.metrics import MetricsMiddleware
+from app.metrics import router as metrics_router
 from app.models.router import router as models_router
 from app.queue import CeleryJobQueue, JobQueue
 from app.serving.manager import ServingManager
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     # app-wide: an app-wide limit answers from outside our middleware, in plain text.
     app.add_middleware(BodyLimitJSONMiddleware)
     app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(MetricsMiddleware)
     _add_exception_handlers(app)
 
     json_limit = settings.max_json_body_bytes
@@ -105,6 +109,8 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     app.include_router(jobs_router, max_body_size=json_limit)
     app.include_router(artifacts_router, max_body_size=json_limit)
     app.include_router(deployments_router, max_body_size=json_limit)
+    app.include_router(metrics_router, max_body_size=json_limit)
+    mount_dashboard(app)
     return app
 
 

@@ -3,6 +3,7 @@ checking prediction inputs against the limits, and mapping serving errors to HTT
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,7 @@ from app.db.session import unit_of_work
 from app.deployments import repository as repo
 from app.deployments.schemas import DeploymentCreate, PairInput, PredictRequest
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from app.metrics import INFERENCE_LATENCY
 from app.serving.artifact import ArtifactRef
 from app.serving.encoder import TextInput
 from app.serving.errors import BatcherClosed, DeploymentGone, ModelLoadError, QueueFull
@@ -141,8 +143,12 @@ def require_ready(deployment: DeploymentView) -> None:
 async def predict(
     serving: ServingManager, deployment: DeploymentView, inputs: list[TextInput]
 ) -> list[Prediction]:
+    started = time.perf_counter()
+    outcome = "error"
     try:
-        return await serving.predict(deployment.id, inputs)
+        predictions = await serving.predict(deployment.id, inputs)
+        outcome = "ok"
+        return predictions
     except QueueFull as exc:
         raise TooManyRequests(
             str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after_s)}
@@ -161,6 +167,8 @@ async def predict(
             code="deployment_unloading",
             headers={"Retry-After": "1"},
         ) from exc
+    finally:
+        INFERENCE_LATENCY.labels(outcome).observe(time.perf_counter() - started)
 
 
 class DbDeploymentSource:

@@ -140,6 +140,12 @@ async def stream_events(
     state: StateDep,
     after: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
+    live: Annotated[
+        bool, Query(description="Also send `status` and `trace` (controller step) events")
+    ] = False,
+    trace_after: Annotated[
+        int, Query(ge=-1, description="With live: send trace steps after this one")
+    ] = -1,
 ) -> AsyncIterator[ServerSentEvent]:
     """Job events as server-sent events; ends with an `end` event when the job is done."""
     start = after or 0
@@ -149,7 +155,11 @@ async def stream_events(
         except ValueError as exc:
             raise InvalidInput("Last-Event-ID must be an event id (an integer)") from exc
     async for event in job_event_stream(
-        state.sessionmaker, job.id, start, state.settings.sse_poll_seconds
+        state.sessionmaker,
+        job.id,
+        start,
+        state.settings.sse_poll_seconds,
+        trace_after=trace_after if live else None,
     ):
         yield event
 
