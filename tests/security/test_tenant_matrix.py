@@ -106,9 +106,9 @@ def test_every_id_route_is_404_for_another_tenant(
     assert sum(answers.values()) >= 14
 
     # A's objects are untouched (B's DELETE and cancel did nothing).
-    assert client.get(f"/v1/jobs/{a_ids['job_id']}", headers=tenant_a.headers).json()[
-        "status"
-    ] == ("queued")
+    assert client.get(f"/v1/jobs/{a_ids['job_id']}", headers=tenant_a.headers).json()["status"] == (
+        "queued"
+    )
     r = client.get(f"/v1/deployments/{a_ids['deployment_id']}", headers=tenant_a.headers)
     assert r.status_code == 200
     assert client.get("/v1/me", headers=tenant_a.headers).status_code == 200  # key not revoked
