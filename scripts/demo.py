@@ -3,8 +3,9 @@
 1. prepare a seeded Rotten Tomatoes subset (800 labelled snippets + 100 plot summaries);
 2. start the service in the background (`python -m app.launcher`: migrations, API, worker);
 3. create a tenant and API key (the operator CLI, `sec create-key`);
-4. over HTTP only: upload the data, submit a MiniLM-L6 job, follow its phase, progress and
-   events, download the artifact and check its sha256 against the record;
+4. over HTTP only, with the Python client (`sec_client`): upload the data, submit a MiniLM-L6
+   job, follow its phase, progress, λ1/λ2 and events live, download the artifact and check
+   its sha256 against the record;
 5. print the metrics (teacher vs compressed) and where the artifact is, then stop the service.
 
 State lives in `var/demo` (override with --var-dir); each run starts from a fresh folder.
@@ -13,22 +14,20 @@ State lives in `var/demo` (override with --var-dir); each run starts from a fres
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from sec_client import Job, SecClient, SecError
+from sec_client.render import JobProgressView, metrics_table
 from sec_engine.data.rotten_tomatoes import write_subset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,6 @@ JOB_SPEC: dict[str, Any] = {
     "targets": {"latency_batch_size": 32, "latency_seq_len": 64, "max_accuracy_drop": 0.03},
     "seed": 0,
 }
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def start_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -99,106 +97,17 @@ def create_key(env: dict[str, str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def check(response: httpx.Response, expected: int = 200) -> dict[str, Any]:
-    if response.status_code != expected:
-        raise SystemExit(f"{response.request.method} {response.request.url}: {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
+def upload(sec: SecClient, path: Path, purpose: str) -> str:
+    dataset = sec.upload_dataset(path, purpose=purpose)
+    console.print(f"uploaded [bold]{path.name}[/]: {dataset.rows} rows -> {dataset.id}")
+    return dataset.id
 
 
-def upload(client: httpx.Client, path: Path, purpose: str) -> str:
-    with path.open("rb") as fh:
-        r = client.post(
-            "/v1/datasets", files={"file": (path.name, fh, "text/csv")}, data={"purpose": purpose}
-        )
-    body = check(r, 201)
-    console.print(f"uploaded [bold]{path.name}[/]: {body['rows']} rows -> {body['id']}")
-    return str(body["id"])
-
-
-def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    """Show phase/progress as a bar and print each new event until the job ends."""
-    cursor = 0
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("queued", total=1.0)
-        while True:
-            job = check(client.get(f"/v1/jobs/{job_id}"))
-            page = check(client.get(f"/v1/jobs/{job_id}/events", params={"after": cursor}))
-            for event in page["data"]:
-                console.print(f"  [dim]{event['kind']:<24}[/] {event['message']}")
-            cursor = page["next_cursor"]
-            phase = job["phase"] or ""
-            bar.update(task, completed=job["progress"], description=f"{job['status']} {phase}")
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(1.0)
-
-
-def download(client: httpx.Client, artifact: dict[str, Any], dest: Path) -> Path:
-    digest = hashlib.sha256()
-    path = dest / f"{artifact['id']}.tar.gz"
-    with client.stream("GET", artifact["download_url"]) as r, path.open("wb") as fh:
-        if r.status_code != 200:
-            raise SystemExit(f"download failed: {r.status_code}")
-        header = r.headers.get("X-Checksum-SHA256")
-        for chunk in r.iter_bytes():
-            fh.write(chunk)
-            digest.update(chunk)
-    if digest.hexdigest() != artifact["sha256"] or header != artifact["sha256"]:
-        raise SystemExit(f"sha256 mismatch: got {digest.hexdigest()}, record {artifact['sha256']}")
-    console.print(f"[green]sha256 verified[/] {artifact['sha256']}")
-    return path
-
-
-ROWS = (
-    ("accuracy", "accuracy"),
-    ("macro-F1", "macro_f1"),
-    ("perplexity", "perplexity"),
-    ("size (MB)", "size_mb"),
-    ("latency (ms/batch)", "latency_ms_per_batch"),
-)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def metrics_table(job: dict[str, Any]) -> Table:
-    """Teacher vs compressed, measured in the same run, and the ratios between them."""
-    metrics = job["metrics"]
-    teacher, compressed = metrics.get("teacher") or {}, metrics.get("compressed") or {}
-    table = Table(title=f"job {job['id']}")
-    table.add_column("metric")
-    table.add_column("teacher (fp32)", justify="right")
-    table.add_column("compressed", justify="right")
-    for label, key in ROWS:
-        table.add_row(label, _fmt(teacher.get(key)), _fmt(compressed.get(key)))
-    latency = compressed.get("latency") or {}
-    if latency:
-        table.add_row(
-            "latency measured at",
-            "",
-            f"batch {latency.get('batch_size')}, seq {latency.get('seq_len')}, "
-            f"{latency.get('threads')} threads, {latency.get('runtime')}",
-        )
-    for key, value in (metrics.get("ratios") or {}).items():
-        table.add_row(f"ratio: {key}", "", _fmt(value))
-    labels = f"{metrics.get('labels_used')} of {metrics.get('labels_available')}"
-    table.add_row("labels used", "", labels)
-    table.add_row("wall time (s)", "", _fmt(metrics.get("wall_seconds")))
-    for key, met in (job.get("targets_met") or {}).items():
-        table.add_row(f"target {key}", "", "[green]met[/]" if met else "[red]missed[/]")
-    return table
+def follow(sec: SecClient, job_id: str) -> Job:
+    """A live progress bar (phase, %, λ1/λ2, metrics) and each event, until the job ends."""
+    view = JobProgressView(console)
+    with view.running():
+        return sec.wait_for_job(job_id, progress_callback=view)
 
 
 def main() -> int:
@@ -224,27 +133,26 @@ def main() -> int:
         with httpx.Client(base_url=base, timeout=60) as anon:
             wait_ready(anon, proc, log_path)
         key = create_key(env)
-        headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
-            dataset_id = upload(client, train, "labelled")
-            pool_id = upload(client, pool, "unlabelled")
+        with SecClient(base, key, timeout=120) as sec:
+            dataset_id = upload(sec, train, "labelled")
+            pool_id = upload(sec, pool, "unlabelled")
             spec = {**JOB_SPEC, "dataset": dataset_id, "unlabelled_dataset": pool_id}
-            job = check(
-                client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": uuid.uuid4().hex}),
-                201,
-            )
-            console.print(f"submitted [bold]{job['id']}[/] ({job['status']})")
-            job = follow(client, job["id"])
-            if job["status"] != "succeeded":
-                console.print(f"[red]job {job['status']}[/]: {job.get('error')}")
+            job = sec.submit_job(spec)  # with an Idempotency-Key
+            console.print(f"submitted [bold]{job.id}[/] ({job.status})")
+            job = follow(sec, job.id)
+            if job.status != "succeeded" or job.artifact_id is None:
+                console.print(f"[red]job {job.status}[/]: {job.error}")
                 return 1
-            trace = check(client.get(f"/v1/jobs/{job['id']}/trace"))["data"]
-            console.print(f"controller trace: {len(trace)} steps")
-            artifact = check(client.get(f"/v1/jobs/{job['id']}/artifacts"))["data"][0]
-            path = download(client, artifact, var_dir)
+            console.print(f"controller trace: {len(sec.trace(job.id))} steps")
+            path = sec.download_artifact(job.artifact_id, var_dir)  # sha256 checked
+            artifact = sec.get_artifact(job.artifact_id)
+            console.print(f"[green]sha256 verified[/] {artifact.sha256}")
             console.print(metrics_table(job))
-            console.print(f"artifact: [bold]{path}[/] ({artifact['size_bytes'] / 1e6:.1f} MB)")
+            console.print(f"artifact: [bold]{path}[/] ({artifact.size_bytes / 1e6:.1f} MB)")
         return 0
+    except SecError as exc:  # the API's own message, not a traceback
+        console.print(f"[red]error:[/] {exc}")
+        return 1
     finally:
         console.print("stopping the service")
         stop_service(proc)

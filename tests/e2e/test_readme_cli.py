@@ -81,5 +81,5 @@ def test_readme_cli_tour(service: Service, tmp_path: Path) -> None:
         assert hashlib.sha256(downloaded).hexdigest() == record.sha256
         assert sec.get_deployment(deployment_id).status == "ready"
     # `sec predict` printed one labelled row per input.
-    labels = re.findall(r"\b(positive|negative)\b\s+(0\.\d{3}|1\.000)", done.stdout)
+    labels = re.findall(r"\b(positive|negative)\b\W+(0\.\d{3}|1\.000)\b", done.stdout)
     assert len(labels) == 2, done.stdout
