@@ -78,9 +78,9 @@ serve: $(INSTALLED) ## Start the API and a worker on embedded defaults (SQLite, 
 migrate: ## Apply the database migrations to SEC_DATABASE_URL
 	$(PYTHON) -m app.cli migrate
 
-bench: ## Run the benchmarks (bench/); pass BENCH_ARGS=--quick for a smoke run
-	@if [ -f bench/run.py ]; then $(PYTHON) bench/run.py $(BENCH_ARGS); \
-	else echo "bench/run.py is not there yet"; exit 1; fi
+# Writes bench/results/*.json, the PNG plots and bench/RESULTS.md (see bench/suite.py).
+bench: $(INSTALLED) ## Run the benchmark suite (hours on 2 cores); BENCH_ARGS=--quick for a <15 min smoke run
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 clean: ## Remove caches and the local ./var state (database, broker, artifacts)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var

@@ -24,15 +24,11 @@ short budget, to check the wiring; its numbers say nothing about the targets.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from sec_engine.callbacks import Phase, TraceRow
+from bench.common import (
+    RESULTS,
+    ROOT,
+    THREADS,
+    LoadSampler,
+    LogCallbacks,
+    machine_info,
+    split_digest,
+)
+from sec_engine.callbacks import Phase
 from sec_engine.cli import load_spec
 from sec_engine.data.encoding import fixed_length_batch
 from sec_engine.data.rotten_tomatoes import write_csv
@@ -58,11 +63,8 @@ from sec_engine.spec import JobSpec
 from sec_engine.stages.teacher import fine_tune, validation_metrics
 from sec_engine.training import Deadline
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
-RESULTS = ROOT / "bench" / "results"
 RUN_DIR = ROOT / "var" / "runs" / "engine_target"
-THREADS = 2  # the issue's machine: a 2-core CPU; fixed so every timing uses the same threads
 QUICK_ROWS = 3000
 QUICK_MINUTES = 6.0
 H2H_ROUNDS = 5
@@ -70,63 +72,6 @@ TARGETS = {"size_ratio": 8.0, "speed_ratio": 3.0, "accuracy_drop_points": 1.0}
 LABEL_SHARE_MAX = 0.7
 WALL_MINUTES = 30.0
 WALL_TOLERANCE = 1.05  # "about 30 minutes or less"
-
-
-class LogCallbacks:
-    """Timestamped engine events on stderr (a long run should say what it is doing)."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-        self.start = time.monotonic()
-        self.last_progress = -1.0
-
-    def _log(self, text: str) -> None:
-        print(f"[{self.tag} {time.monotonic() - self.start:7.1f}s] {text}", file=sys.stderr)
-
-    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
-        self._log(f"{kind}: {message}")
-
-    def trace(self, row: TraceRow) -> None:
-        acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.4f}"
-        rule = row.decision.get("rule", "")
-        self._log(
-            f"trace {row.phase} step={row.step} val_acc={acc} sparsity={row.sparsity} "
-            f"size_mb={row.size_mb} λ1={row.lambda1:.3f} λ2={row.lambda2:.3f} rule={rule}"
-        )
-
-    def progress(self, phase: Phase, fraction: float) -> None:
-        if fraction - self.last_progress >= 0.05 or fraction < self.last_progress:
-            self.last_progress = fraction
-            self._log(f"progress {phase} {fraction:.2f}")
-
-    def should_cancel(self) -> bool:
-        return False
-
-
-class LoadSampler:
-    """Samples the 1-minute load average in the background: the machine is shared."""
-
-    def __init__(self, every_s: float = 15.0) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
-
-    def _run(self, every_s: float) -> None:
-        while not self._stop.is_set():
-            self.samples.append(os.getloadavg()[0])
-            self._stop.wait(every_s)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict[str, float]:
-        s = self.samples or [0.0]
-        return {"mean": round(statistics.fmean(s), 2), "max": round(max(s), 2), "n": len(s)}
 
 
 @dataclass
@@ -246,44 +191,6 @@ def head_to_head(ref: Reference, spec: JobSpec, artifact: Path, chosen: str) -> 
         "reference_runtime": ref_runtime,
         "compressed_runtime": chosen,
         "speed_ratio": round(medians[ref_runtime] / medians[chosen], 3),
-    }
-
-
-def split_digest(data: DataBundle) -> dict[str, Any]:
-    """A fingerprint of the split, so a reader can check that (a) and (b) share it."""
-
-    def digest(rows: list[Any]) -> str:
-        h = hashlib.sha256()
-        for r in rows:
-            h.update(f"{r.text}\x1f{r.text_pair}\x1f{r.label}\x1e".encode())
-        return h.hexdigest()[:16]
-
-    return {
-        name: {"rows": len(rows), "sha256_16": digest(rows)}
-        for name, rows in (
-            ("train", data.train),
-            ("validation", data.validation),
-            ("test", data.test),
-            ("unlabelled", data.unlabelled),
-        )
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": THREADS,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
     }
 
 

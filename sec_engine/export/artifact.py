@@ -195,9 +195,15 @@ def export_compressed(
                 "max_size_mb": None if max_size_mb is None else round(max_size_mb, 4),
             },
             "size_file": size_file,
+            # What a server of the chosen runtime reads besides the weights: the tokenizer.
+            "serving_files_mb": round(size + _tokenizer_mb(out_dir / HF_DIR), 4),
             "onnx_int8_size_mb": round(size_mb(int8_path), 4),
             "hf_model_size_mb": round(weights_mb(out_dir / HF_DIR), 4),
             "hf_model": hf_info,
             "split": setup.split,
         },
     )
+
+
+def _tokenizer_mb(hf_dir: Path) -> float:
+    return size_mb(*(p for p in hf_dir.iterdir() if p.is_file() and "token" in p.name))

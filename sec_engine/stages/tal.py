@@ -42,6 +42,18 @@ EARLY_ROUND_EPOCHS = 0.5
 MAX_PSEUDO_SCORED = 20_000
 
 
+def round_costs(plan: list[int], pseudo: bool) -> list[float]:
+    """Relative training cost of each round: labels held × epochs (× 1.5 when a half batch of
+    pseudo-labelled rows rides along), so each round's share of the teacher's time matches
+    its work and the last, full-epoch round is not starved by equal shares."""
+    held = np.cumsum(plan, dtype=np.float64)
+    last = len(plan) - 1
+    return [
+        float(held[r]) * (1.0 if r == last else EARLY_ROUND_EPOCHS) * (1.5 if pseudo and r else 1.0)
+        for r in range(len(plan))
+    ]
+
+
 class TalStage(Stage):
     name = "tal"
 
@@ -72,6 +84,7 @@ class TalStage(Stage):
         pool = pool[self.plan[0] :]
         phase_deadline = state.deadline
         n_stages = len(self.plan)
+        cost = round_costs(self.plan, self.config.consistency_weight > 0)
         for r, _ in enumerate(self.plan):
             if r > 0:
                 k = self.plan[r]
@@ -82,7 +95,7 @@ class TalStage(Stage):
             state.labelled = sorted(bought)
             if r > 0 and self.config.consistency_weight > 0:
                 self.pseudo = self._pseudo_set(*self._score_pool(state, pool))
-            share = 1.0 / (n_stages - r)
+            share = cost[r] / sum(cost[r:])
             last = r == n_stages - 1
             result = fine_tune(
                 state,

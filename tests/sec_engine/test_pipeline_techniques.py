@@ -125,3 +125,23 @@ def test_back_translation_is_reported_unavailable(tmp_path: Path) -> None:
     assert ada["operators"] == ["random_swap"]
     assert "back_translation" in ada["unavailable"]
     assert any(kind == "ada.operator_unavailable" for kind, _, _ in cb.events)
+
+
+def test_pruning_alone_prunes_a_copy_of_the_teacher(tmp_path: Path) -> None:
+    """AIP without SQD (the benchmark's "+ pruning" row) prunes the full-depth student."""
+    model_dir = make_tiny_model(tmp_path / "bert", "bert", layers=2)
+    data = write_sentiment_csv(tmp_path / "t.csv", 120, seed=4)
+    raw = _spec().model_dump()
+    raw["budget"]["label_budget"] = 1.0
+    for name in ("tal", "ada", "sqd"):
+        raw["techniques"][name]["enabled"] = False
+    spec = JobSpec.model_validate(raw)
+    result = run_job(
+        spec,
+        ResolvedInputs(model=str(model_dir), train_path=data),
+        tmp_path / "out",
+        RecordingCallbacks(),
+    )
+    aip = result.manifest["techniques"]["aip"]
+    assert len(aip["heads_per_layer"]) == 2
+    assert aip["head_sparsity"] > 0 or aip["ffn_sparsity"] > 0

@@ -1,0 +1,219 @@
+"""The benchmark suite's pure parts: row schema, Pareto front, tables, report, spec variants,
+and the zero-structure stripping used to time pruned models (tiny random-init BERT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.report import write_report
+from bench.tables import (
+    Row,
+    compression_table,
+    labels_to_reach,
+    pareto_front,
+    ratio,
+    training_table,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def row(name: str, acc: float, ms: float, mb: float = 10.0, group: str = "peer") -> Row:
+    return Row(
+        name,
+        "compression",
+        group,
+        runtime="onnxruntime-int8",
+        accuracy=acc,
+        macro_f1=acc,
+        perplexity=1.5,
+        size_mb=mb,
+        size_files="x",
+        latency_ms=ms,
+    )
+
+
+def test_pareto_front_keeps_only_undominated_rows_sorted_by_latency() -> None:
+    rows = [
+        row("slow-accurate", 0.90, 800.0),
+        row("fast-weak", 0.80, 100.0),
+        row("dominated", 0.79, 300.0),  # fast-weak is faster and more accurate
+        row("middle", 0.85, 200.0),
+        row("tie-slower", 0.85, 250.0),  # same accuracy as middle, slower
+        Row("untimed", "compression", "peer", accuracy=0.99),  # no latency: not comparable
+    ]
+    assert [r.name for r in pareto_front(rows)] == ["fast-weak", "middle", "slow-accurate"]
+
+
+def test_identical_rows_are_both_on_the_front() -> None:
+    a, b = row("a", 0.8, 100.0), row("b", 0.8, 100.0)
+    assert {r.name for r in pareto_front([a, b])} == {"a", "b"}
+
+
+def test_row_schema_round_trips_and_rejects_unknown_fields() -> None:
+    r = row("x", 0.8, 100.0)
+    r.extra["latency_runs_ms"] = {"onnxruntime-int8": [99.0, 101.0]}
+    again = Row.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again == r
+    with pytest.raises(ValueError, match="bogus"):
+        Row.from_dict({**r.to_dict(), "bogus": 1})
+
+
+def test_tables_render_ratios_against_the_baseline() -> None:
+    base = row("baseline", 0.85, 800.0, mb=86.0, group="baseline")
+    sec = row("SEC combined", 0.84, 200.0, mb=8.6, group="sec")
+    text = compression_table([base, sec], base)
+    line = next(x for x in text.splitlines() if x.startswith("| SEC combined"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "10.00"  # × smaller
+    assert cells[5] == "4.00"  # × faster
+    assert cells[7] == "-1.00"  # accuracy points vs baseline
+    base.train_seconds, sec.train_seconds = 100.0, 50.0
+    t1 = training_table([base, sec], base)
+    assert "| SEC combined | 50 | 0.50 |" in t1
+    assert ratio(None, 2.0) is None
+    assert ratio(1.0, 0.0) is None
+
+
+def test_labels_to_reach_is_the_smallest_fraction_at_or_above_target() -> None:
+    pts = [(0.5, 0.84), (0.1, 0.70), (0.25, 0.86)]
+    assert labels_to_reach(pts, 0.85) == 0.25
+    assert labels_to_reach(pts, 0.95) is None
+
+
+def _section(name: str, rows: list[Row], mode: str = "quick") -> dict[str, object]:
+    return {
+        "schema_version": 1,
+        "section": name,
+        "mode": mode,
+        "command": "python -m bench --quick",
+        "started_utc": "2026-01-01T00:00:00+00:00",
+        "wall_seconds": 60.0,
+        "seed": 0,
+        "split": {"train": {"rows": 10, "sha256_16": "0"}},
+        "machine": {
+            "cpu": "cpu",
+            "cpu_count": 2,
+            "torch_threads": 2,
+            "torch": "t",
+            "onnxruntime": "o",
+            "transformers": "tr",
+        },
+        "load_average_1m_during_section": {"mean": 1.0, "max": 2.0, "n": 3},
+        "rows": [r.to_dict() for r in rows],
+    }
+
+
+def test_report_says_when_sec_is_off_the_front_and_which_run_each_section_is_from(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    sec = row("SEC combined", 0.80, 300.0, mb=8.0, group="sec")
+    sec.extra["lambda_trace"] = [
+        {"step": 50, "lambda1": 0.5, "lambda2": 0.6, "val_accuracy": 0.8, "rule": "r"},
+        {"step": 100, "lambda1": 0.45, "lambda2": 0.7, "val_accuracy": 0.81, "rule": "r"},
+    ]
+    comp = [
+        row("baseline", 0.85, 800.0, mb=86.0, group="baseline"),
+        sec,
+        row("ONNX Runtime dynamic int8 PTQ", 0.84, 250.0, mb=22.0),
+    ]
+    (results / "compression.quick.json").write_text(json.dumps(_section("compression", comp)))
+    labels = [
+        Row(
+            "all labels",
+            "labels",
+            "label-efficiency",
+            accuracy=0.85,
+            macro_f1=0.85,
+            labels_used=100,
+            labels_available=100,
+            extra={"fraction": 1.0, "strategy": "all"},
+        )
+    ]
+    for strategy, acc in (("random", 0.80), ("entropy", 0.85)):
+        labels.append(
+            Row(
+                f"{strategy} 50%",
+                "labels",
+                "label-efficiency",
+                accuracy=acc,
+                macro_f1=acc,
+                labels_used=50,
+                labels_available=100,
+                extra={"fraction": 0.5, "strategy": strategy},
+            )
+        )
+    (results / "labels.json").write_text(json.dumps(_section("labels", labels, mode="full")))
+
+    text = write_report(results, tmp_path / "RESULTS.md")
+
+    assert "NOT on the accuracy/latency Pareto front" in text
+    assert "dominated by ONNX Runtime dynamic int8 PTQ" in text
+    assert "QUICK run" in text
+    assert "FULL run" in text
+    assert "TAL (entropy) reaches the teacher's accuracy at 50% of the labels" in text
+    assert "Sections with no result file: table1" in text
+    for png in (
+        "pareto_accuracy_latency.png",
+        "controller_lambda_trace.png",
+        "label_efficiency.png",
+    ):
+        assert (results / png).stat().st_size > 1000
+
+
+def test_variant_switches_techniques_and_validates() -> None:
+    from bench.variants import from_teacher, variant
+    from sec_engine.spec import JobSpec
+
+    spec = JobSpec(dataset="d.csv", budget={"label_budget": 0.7})
+    v = variant(spec, on={"aip": {"target_head_sparsity": 0.25}})
+    assert (v.techniques.aip.enabled, v.techniques.aip.target_head_sparsity) == (True, 0.25)
+    assert not (v.techniques.tal.enabled)
+    assert not (v.techniques.ada.enabled)
+    assert not (v.techniques.sqd.enabled)
+    assert v.budget.label_budget == 1.0
+    with pytest.raises(ValueError, match="label_budget"):
+        variant(spec, label_budget=0.5)  # without TAL nothing may spend a label budget
+    assert from_teacher(v, "/t").training.teacher_epochs == 0.0
+
+
+def test_stripping_zero_structures_keeps_logits_and_shrinks_the_model(tmp_path: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bench.measure import strip_zero_structures
+    from sec_engine.models.arch import layer_views
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    model = BertForSequenceClassification(config).eval()
+    v = layer_views(model)[0]
+    with torch.no_grad():  # zero head 1 and FFN neurons 0..9 as a zero-padded save would
+        rows = slice(v.head_dim, 2 * v.head_dim)
+        for lin in (v.query, v.key, v.value):
+            lin.weight[rows] = 0
+            lin.bias[rows] = 0
+        v.attn_out.weight[:, rows] = 0
+        v.ffn_in.weight[:10] = 0
+        v.ffn_in.bias[:10] = 0
+        v.ffn_out.weight[:, :10] = 0
+    x = torch.randint(0, 50, (3, 7))
+    before = model(input_ids=x).logits
+    assert strip_zero_structures(model) == 11
+    after = model(input_ids=x).logits
+    views = layer_views(model)
+    assert (views[0].num_heads, views[0].ffn_width) == (3, 54)
+    assert (views[1].num_heads, views[1].ffn_width) == (4, 64)
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
