@@ -154,6 +154,34 @@ def models_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     out.print(table)
 
 
+@models_cli.command("upload")
+@api_command
+def models_upload(
+    ctx: typer.Context,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help=".zip / .tar.gz: config, safetensors, tokenizer."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option(help="A name; the file name by default.")] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Upload your own base model (HF format, safetensors only; no remote code)."""
+    with client(ctx) as sec:
+        model = sec.upload_model(path, name=name)
+    emit(
+        model,
+        quiet=quiet,
+        as_json=as_json,
+        human=lambda: (
+            f"uploaded model [bold]{model.id}[/] ({model.architecture}); use it as"
+            f" `base_model: {model.id}`"
+        ),
+    )
+
+
 # -- jobs ------------------------------------------------------------------------------------
 
 

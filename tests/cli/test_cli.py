@@ -113,3 +113,17 @@ def test_download_by_job_id(
     assert got.exit_code == 0, got.output
     assert "sha256 verified" in got.stdout
     assert out.read_bytes() == payload
+
+
+def test_upload_a_model_and_list_it(sec: Sec, tmp_path: Path) -> None:
+    from tests.integration.flow import tiny_model_archive
+
+    archive = tmp_path / "tiny-bert.tar.gz"
+    archive.write_bytes(tiny_model_archive(tmp_path))
+    uploaded = sec("models", "upload", str(archive), "-q")
+    assert uploaded.exit_code == 0, uploaded.output
+    model_id = last_line(uploaded.stdout)
+    assert model_id.startswith("mdl_")
+    listed = sec("models", "list")
+    assert model_id in listed.stdout
+    assert "minilm-l6" in listed.stdout

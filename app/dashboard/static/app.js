@@ -119,7 +119,9 @@ async function route() {
     else if (hash === "#/new") { show("new"); await newJobView(); }
     else { show("jobs"); current = jobsView(); }
   } catch (err) {
-    if (!(err instanceof ApiError && err.status === 401)) console.error(err);
+    if (err instanceof ApiError && err.status === 401) return; // back at the sign-in form
+    if (job) { $("job-title").textContent = job[1]; $("job-error").textContent = err.message; }
+    else console.error(err);
   }
 }
 
