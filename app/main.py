@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
+        side_engine = make_engine(settings.database_url, pool_size=2, max_overflow=8)
         sessions = make_sessionmaker(engine)
         store = store_from_settings(settings)
         app.state.sec = AppState(
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
             sessionmaker=sessions,
             store=store,
             job_queue=job_queue or CeleryJobQueue(settings.broker_url),
+            side_sessionmaker=make_sessionmaker(side_engine),
         )
         # Hosted inference: loaded models, micro-batchers and their thread pools.
         serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
         finally:
             await serving.close()
             engine.dispose()
+            side_engine.dispose()
             log.info("api_stopped")
 
     app = FastAPI(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +13,9 @@ from app.queue import JobQueue
 from app.settings import Settings
 from app.storage import ArtifactStore
 
+# An alias: inside the class, the name `sessionmaker` is the field above it.
+SideSessions: TypeAlias = sessionmaker[Session]
+
 
 @dataclass(frozen=True)
 class AppState:
@@ -20,6 +24,10 @@ class AppState:
     sessionmaker: sessionmaker[Session]
     store: ArtifactStore
     job_queue: JobQueue
+    # Short side transactions a request makes while it holds its own connection (claiming an
+    # Idempotency-Key). A pool of their own: drawn from the request pool, 15 requests each
+    # holding one connection and waiting for a second would deadlock it (the load test did).
+    side_sessionmaker: SideSessions
 
 
 def app_state(conn: HTTPConnection) -> AppState:

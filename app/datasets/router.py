@@ -41,7 +41,7 @@ def upload_dataset(
         )
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=tenant.id,
         path=request.url.path,

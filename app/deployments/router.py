@@ -74,7 +74,7 @@ def create_deployment(
     """Deploy a ready artifact; it starts `pending` and warms up to `ready` (or `failed`)."""
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=tenant.id,
         path=request.url.path,

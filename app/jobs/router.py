@@ -42,7 +42,7 @@ def create_job(
     """Submit a compression job. Retry safely with the same `Idempotency-Key`."""
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=tenant.id,
         path=request.url.path,
@@ -99,7 +99,7 @@ def cancel_job(
     """Cancel: a queued job ends at once, a running one stops at its next checkpoint."""
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=job.tenant_id,
         path=request.url.path,

@@ -48,7 +48,7 @@ def upload_model(
     digest = idempotency.file_sha256(file.file) if idempotency_key is not None else None
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=tenant.id,
         path=request.url.path,

@@ -41,7 +41,7 @@ def create_key(
     with the same Idempotency-Key returns the key's record with `key: null`)."""
     idem = idempotency.start(
         idempotency_key,
-        factory=state.sessionmaker,
+        factory=state.side_sessionmaker,
         session=session,
         tenant_id=tenant.id,
         path=request.url.path,
