@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -32,7 +32,22 @@ from app.storage import ArtifactStore
 from app.tenants import service as tenants_service
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def db_admission(request: Request) -> AsyncIterator[None]:
+    """Admit at most as many requests to the database as the pool has connections.
+
+    Sync dependencies and routes run in the thread pool, one hop at a time, and a request
+    keeps its connection between hops. Unbounded, 40 requests can take every thread waiting
+    for a connection while the 15 requests holding the connections wait for a thread to
+    finish in: a deadlock that ends in pool timeouts (the load test showed it). Waiting here,
+    on the event loop, holds neither a thread nor a connection.
+    """
+    async with app_state(request).db_slots:
+        yield
+
+
+def get_session(
+    request: Request, _admitted: Annotated[None, Depends(db_admission, scope="function")]
+) -> Iterator[Session]:
     session = app_state(request).sessionmaker()
     try:
         yield session

@@ -7,6 +7,7 @@ build as many apps as they like, each with its own `Settings` and job queue.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +41,9 @@ from app.tenants.router import router as tenants_router
 
 log = structlog.get_logger("sec.api")
 
+# The request pool (SQLAlchemy's defaults, made explicit: `db_slots` admits this many).
+DB_POOL_SIZE, DB_MAX_OVERFLOW = 5, 10
+
 # Multipart overhead on top of the file itself (boundaries, part headers, the name field).
 MULTIPART_SLACK = 64 * 1024
 
@@ -61,7 +65,9 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(
+            settings.database_url, pool_size=DB_POOL_SIZE, max_overflow=DB_MAX_OVERFLOW
+        )
         side_engine = make_engine(settings.database_url, pool_size=2, max_overflow=8)
         sessions = make_sessionmaker(engine)
         store = store_from_settings(settings)
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
             store=store,
             job_queue=job_queue or CeleryJobQueue(settings.broker_url),
             side_sessionmaker=make_sessionmaker(side_engine),
+            db_slots=asyncio.Semaphore(DB_POOL_SIZE + DB_MAX_OVERFLOW),
         )
         # Hosted inference: loaded models, micro-batchers and their thread pools.
         serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))

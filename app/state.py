@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -28,6 +29,8 @@ class AppState:
     # Idempotency-Key). A pool of their own: drawn from the request pool, 15 requests each
     # holding one connection and waiting for a second would deadlock it (the load test did).
     side_sessionmaker: SideSessions
+    # One slot per connection of the request pool (see `app.deps.db_admission`).
+    db_slots: asyncio.Semaphore
 
 
 def app_state(conn: HTTPConnection) -> AppState:

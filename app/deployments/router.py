@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app import idempotency
@@ -36,7 +37,7 @@ def get_serving(request: Request) -> ServingManager:
 ServingDep = Annotated[ServingManager, Depends(get_serving)]
 
 
-def get_deployment_view(
+async def get_deployment_view(
     deployment_id: str,
     request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -47,7 +48,11 @@ def get_deployment_view(
     the whole time the request waits for its batch, and 64 waiting clients would drain the
     connection pool.
     """
-    return service.view(app_state(request).sessionmaker, authorization, deployment_id)
+    state = app_state(request)
+    async with state.db_slots:  # see app.deps.db_admission; held for the lookup only
+        return await run_in_threadpool(
+            service.view, state.sessionmaker, authorization, deployment_id
+        )
 
 
 DeploymentViewDep = Annotated[DeploymentView, Depends(get_deployment_view)]

@@ -200,3 +200,43 @@ def test_unknown_and_server_owned_fields_are_422(
         rows_created=sum(after[m] - before[m] for m in after),
     )
     assert after == before
+
+
+def test_open_event_streams_do_not_take_database_slots(
+    client: TestClient, tenant_a: TenantKey, job_a: str
+) -> None:
+    """More open SSE streams than the pool has connections, and the API still answers: a stream
+    must not keep its request's database slot (app.deps.db_admission) while it is open."""
+    import threading
+
+    from app.main import DB_MAX_OVERFLOW, DB_POOL_SIZE
+
+    streams = DB_POOL_SIZE + DB_MAX_OVERFLOW + 3
+    opened = threading.Semaphore(0)
+    stop = threading.Event()
+
+    def listen() -> None:
+        with client.stream("GET", f"/v1/jobs/{job_a}/events/stream", headers=tenant_a.headers) as r:
+            assert r.status_code == 200
+            opened.release()
+            for _ in r.iter_lines():
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=listen, daemon=True) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for _ in range(streams):
+        assert opened.acquire(timeout=30), "a stream never opened"
+    r = client.get(f"/v1/jobs/{job_a}", headers=tenant_a.headers)
+    figure(
+        "open_streams_vs_db_slots",
+        streams=streams,
+        db_slots=DB_POOL_SIZE + DB_MAX_OVERFLOW,
+        api_status=r.status_code,
+    )
+    assert r.status_code == 200
+    stop.set()
+    client.post(f"/v1/jobs/{job_a}/cancel", headers=tenant_a.headers)  # ends the streams
+    for t in threads:
+        t.join(timeout=30)
