@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import asdict
 from enum import StrEnum
@@ -30,8 +31,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app.db.models import Artifact, ArtifactStatus, Job, JobStatus, new_id
-from app.db.session import unit_of_work
+from app.db.models import Artifact, ArtifactStatus, Job, JobStatus, new_id, utcnow
+from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from sec_engine.callbacks import EngineCallbacks, Phase
 from sec_engine.errors import EngineError, JobCancelled, SpecError
 from sec_engine.result import EngineResult, ResolvedInputs
@@ -264,3 +265,26 @@ def _end(
             return Outcome.LOST
         _event(session, ctx, job_id, attempt, f"job.{status.value}", message, {"code": code})
     return Outcome.CANCELLED if cancelled else Outcome.FAILED
+
+
+def fail_killed_at_hard_limit(database_url: str, job_id: str, minutes: float) -> bool:
+    """Called in the worker's MAIN process after the pool killed the job's child at the hard
+    time limit: fail the job with `time_limit` now, rather than let its lease run out and the
+    reaper retry a job that will only time out again.
+
+    The main process has no database engine of its own (children must not inherit one), so a
+    short-lived one is used. Only a job still held by a process of this host is touched.
+    """
+    engine = make_engine(database_url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            return job_state.fail_timed_out(
+                session,
+                job_id,
+                host_prefix=f"{socket.gethostname()}:",
+                now=utcnow(),
+                message=f"the job ran past the worker's hard time limit ({minutes:g} min)"
+                " and was stopped",
+            )
+    finally:
+        engine.dispose()

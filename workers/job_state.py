@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -129,3 +129,38 @@ def add_event(
     if now is not None:
         event.created_at = now
     session.add(event)
+
+
+def fail_timed_out(
+    session: Session, job_id: str, *, host_prefix: str, now: datetime, message: str
+) -> bool:
+    """running (held by a process on this host) -> failed `time_limit`, with its event."""
+    row = session.execute(
+        select(Job.attempts).where(
+            Job.id == job_id, Job.status.in_(ACTIVE), Job.worker_id.startswith(host_prefix)
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(ACTIVE),
+            Job.attempts == row.attempts,
+            Job.worker_id.startswith(host_prefix),
+        )
+        .values(
+            status=JobStatus.FAILED.value,
+            finished_at=now,
+            lease_expires_at=None,
+            updated_at=now,
+            error_code="time_limit",
+            error_message=message,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        return False
+    add_event(session, job_id, row.attempts, "job.failed", message, {"code": "time_limit"}, now)
+    return True

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
+
+from celery import Task
+from celery.exceptions import TimeLimitExceeded
 
 from app.queue import TaskName
 from app.settings import get_settings
 from workers.celery_app import app
 from workers.context import WorkerContext, build_context
-from workers.job_runner import run_job
+from workers.job_runner import fail_killed_at_hard_limit, run_job
 from workers.reaper import reap
 
 logger = logging.getLogger(__name__)
@@ -31,7 +35,17 @@ class _CeleryAppQueue:
         app.send_task(TaskName.RUN_JOB.value, args=[job_id], queue=queue)
 
 
-@app.task(name=TaskName.RUN_JOB.value, ignore_result=True)  # type: ignore[untyped-decorator]
+class _JobTask(Task):  # type: ignore[misc]  # Celery ships no type hints
+    """`sec.jobs.run`, plus what the worker's main process does when the pool kills a job at
+    the hard time limit (the job ignored the soft limit, e.g. stuck in native code)."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded) and args:
+            minutes = get_settings().job_hard_limit_minutes
+            fail_killed_at_hard_limit(get_settings().database_url, str(args[0]), minutes)
+
+
+@app.task(name=TaskName.RUN_JOB.value, ignore_result=True, base=_JobTask)  # type: ignore[untyped-decorator]
 def run_job_task(job_id: str) -> str:
     """Run one job to a terminal state; a duplicate or redelivered message does nothing."""
     outcome = run_job(worker_context(), job_id)

@@ -8,7 +8,9 @@ seconds, so a test can kill workers dozens of times. Tuned by environment variab
 - `SEC_FAKE_STEPS` / `SEC_FAKE_STEP_SECONDS`: how long it runs (default 10 x 0.3 s);
 - `SEC_FAKE_OUTPUT_BYTES`: size of the random weights file (a big one widens the artifact
   write, for the kill-during-write test);
-- `SEC_FAKE_POISON=1`: SIGKILL its own process on start (a job that kills every worker).
+- `SEC_FAKE_POISON=1`: SIGKILL its own process on start (a job that kills every worker);
+- `SEC_FAKE_IGNORE_SOFT_LIMIT=1`: swallow the soft time limit and hang (only the hard limit
+  stops it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import signal
 import time
 from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from sec_engine.callbacks import EngineCallbacks, Phase, TraceRow
 from sec_engine.errors import JobCancelled
@@ -43,7 +47,12 @@ def run(
             raise JobCancelled("cancelled")
         callbacks.trace(TraceRow(step=step, phase=Phase.COMPRESSING, lambda1=0.5, lambda2=0.5))
         callbacks.progress(Phase.COMPRESSING, (step + 1) / steps)
-        time.sleep(step_seconds)
+        try:
+            time.sleep(step_seconds)
+        except SoftTimeLimitExceeded:
+            if os.environ.get("SEC_FAKE_IGNORE_SOFT_LIMIT") != "1":
+                raise
+            time.sleep(3600)  # "stuck in native code": only the hard limit stops this
     weights = out_dir / "model.safetensors"
     weights.write_bytes(os.urandom(int(_env_float("SEC_FAKE_OUTPUT_BYTES", 1024))))
     manifest = {

@@ -52,9 +52,10 @@ def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url
     settings = chaos_settings(tmp_path, postgres_url, redis_url)
     n = trials("SEC_ARTIFACT_KILL_TRIALS", 1)
     store_root = settings.var_dir / "artifacts"
+    # Patterns name the job: an earlier trial's leftovers must not trigger a kill.
     stages = {
-        "archive": (settings.work_dir, "*/*/*.tar.gz.part"),
-        "store": (store_root, "*/*/.*.tmp"),
+        "archive": (settings.work_dir, "{job}/*/*.tar.gz.part"),
+        "store": (store_root, "*/{job}/.*.tmp"),
     }
     kills = dict.fromkeys(stages, 0)
     jobs: list[str] = []
@@ -63,7 +64,7 @@ def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url
             for stage, (root, pattern) in stages.items():
                 job_id = s.submit()
                 jobs.append(job_id)
-                kills[stage] += _kill_when(s, job_id, pattern, root)
+                kills[stage] += _kill_when(s, job_id, pattern.format(job=job_id), root)
                 assert s.wait_terminal(job_id) is not None, s.log_tail()
         with s.sessions() as db:
             ready = list(

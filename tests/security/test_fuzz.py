@@ -78,7 +78,15 @@ def test_api_never_errors_and_refuses_bad_input(
     SEEN["negative"] += negative
     SEEN["negative_2xx"] += negative and response.status_code < 300
     if negative and response.status_code < 300 and os.environ.get("SEC_FUZZ_DEBUG"):
-        print("NEG2XX", case.method, case.formatted_path, case.query, case.headers, str(case.body)[:80], case.meta.components if case.meta else None)
+        print(
+            "NEG2XX",
+            case.method,
+            case.formatted_path,
+            case.query,
+            case.headers,
+            str(case.body)[:80],
+            case.meta.components if case.meta else None,
+        )
     assert response.status_code < 500, f"{case.method} {case.path}: {response.text[:500]}"
     if negative:
         case.validate_response(response, checks=[negative_data_rejection])
