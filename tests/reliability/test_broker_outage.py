@@ -3,7 +3,7 @@ persistence: every message it held is lost). The database is the source of truth
 submitted before, during and after the outage completes, and the workers consume again.
 
 This uses a private redis-server on its own port (never the shared one). Jobs:
-`SEC_OUTAGE_JOBS` (6 in `make test`, 20 in `make chaos`).
+`SEC_OUTAGE_JOBS` (4 in `make test`, 20 in `make chaos`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ OUTAGE_SECONDS = 4.0
 
 
 def test_jobs_survive_a_broker_restart(tmp_path: Path, postgres_url: str) -> None:
-    n = trials("SEC_OUTAGE_JOBS", 6)
+    n = trials("SEC_OUTAGE_JOBS", 4)
     before, during = n // 2, n - n // 2
     with PrivateRedis(tmp_path) as redis:
         settings = chaos_settings(tmp_path, postgres_url, redis.url)
