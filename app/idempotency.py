@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Annotated, Any
 
-from fastapi import Header
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -191,6 +191,23 @@ def start(
         fingerprint=request_fingerprint("POST", path, payload),
     )
     return request.begin(session) or request
+
+
+def begin(
+    key: str | None, request: Request, session: Session, tenant_id: str, payload: Any
+) -> IdempotentRequest | JSONResponse | None:
+    """What a POST route calls first: None without a key; the stored response to send back
+    (a replay); or the claimed request, whose `complete()` the route calls with its answer.
+    Claims go through the side pool (`AppState.side_sessionmaker`)."""
+    claimed = start(
+        key,
+        factory=request.app.state.sec.side_sessionmaker,
+        session=session,
+        tenant_id=tenant_id,
+        path=request.url.path,
+        payload=payload,
+    )
+    return replay_response(claimed) if isinstance(claimed, Replay) else claimed
 
 
 def replay_response(replay: Replay) -> JSONResponse:

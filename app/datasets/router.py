@@ -12,7 +12,7 @@ from app import idempotency
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.schemas import DatasetOut, DatasetPurpose
-from app.deps import DatasetDep, SessionDep, SettingsDep, StateDep, TenantDep
+from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
 from app.errors import PayloadTooLarge
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
@@ -26,7 +26,6 @@ def upload_dataset(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    state: StateDep,
     tenant: TenantDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL: text, [text_pair], [label]")],
     name: Annotated[str | None, Form(max_length=300)] = None,
@@ -39,21 +38,20 @@ def upload_dataset(
         raise PayloadTooLarge(
             f"the file is larger than the limit of {settings.max_upload_bytes} bytes"
         )
-    idem = idempotency.start(
+    idem = idempotency.begin(
         idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=tenant.id,
-        path=request.url.path,
-        payload={
+        request,
+        session,
+        tenant.id,
+        {
             "file_sha256": hashlib.sha256(data).hexdigest(),
             "filename": file.filename,
             "name": name,
             "purpose": purpose,
         },
     )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    if isinstance(idem, JSONResponse):
+        return idem
     dataset = service.create_dataset(
         session,
         settings,

@@ -77,16 +77,15 @@ def create_deployment(
     idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> DeploymentOut | JSONResponse:
     """Deploy a ready artifact; it starts `pending` and warms up to `ready` (or `failed`)."""
-    idem = idempotency.start(
+    idem = idempotency.begin(
         idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=tenant.id,
-        path=request.url.path,
-        payload=body.model_dump(mode="json", exclude_unset=True),
+        request,
+        session,
+        tenant.id,
+        body.model_dump(mode="json", exclude_unset=True),
     )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    if isinstance(idem, JSONResponse):
+        return idem
     deployment = service.create_deployment(session, tenant.id, body, state.settings, serving)
     out = DeploymentOut.model_validate(deployment)
     if idem is not None:

@@ -40,16 +40,15 @@ def create_job(
     idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> JobOut | JSONResponse:
     """Submit a compression job. Retry safely with the same `Idempotency-Key`."""
-    idem = idempotency.start(
+    idem = idempotency.begin(
         idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=tenant.id,
-        path=request.url.path,
-        payload=spec.model_dump(mode="json", exclude_unset=True),
+        request,
+        session,
+        tenant.id,
+        spec.model_dump(mode="json", exclude_unset=True),
     )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    if isinstance(idem, JSONResponse):
+        return idem
     job = service.create_job(
         session, settings, tenant.id, spec, job_queue=job_queue, factory=state.sessionmaker
     )
@@ -93,20 +92,12 @@ def cancel_job(
     job: JobDep,
     request: Request,
     session: SessionDep,
-    state: StateDep,
     idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> JobOut | JSONResponse:
     """Cancel: a queued job ends at once, a running one stops at its next checkpoint."""
-    idem = idempotency.start(
-        idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=job.tenant_id,
-        path=request.url.path,
-        payload={},
-    )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    idem = idempotency.begin(idempotency_key, request, session, job.tenant_id, {})
+    if isinstance(idem, JSONResponse):
+        return idem
     job = service.cancel_job(session, job)
     out = JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
     if idem is not None:

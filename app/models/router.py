@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
-from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
+from app.deps import SessionDep, SettingsDep, TenantDep
 from app.errors import NotFound
 from app.models import repository as repo
 from app.models import service
@@ -35,7 +35,6 @@ def upload_model(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    state: StateDep,
     tenant: TenantDep,
     file: Annotated[
         UploadFile, File(description=".zip or .tar.gz: config.json, *.safetensors, tokenizer")
@@ -46,16 +45,15 @@ def upload_model(
     """Upload an HF-format model archive (safetensors only; no remote code)."""
     # Hashing a large archive costs a read: only done when the client asked for a replay.
     digest = idempotency.file_sha256(file.file) if idempotency_key is not None else None
-    idem = idempotency.start(
+    idem = idempotency.begin(
         idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=tenant.id,
-        path=request.url.path,
-        payload={"file_sha256": digest, "filename": file.filename, "name": name},
+        request,
+        session,
+        tenant.id,
+        {"file_sha256": digest, "filename": file.filename, "name": name},
     )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    if isinstance(idem, JSONResponse):
+        return idem
     model = service.create_model(
         session,
         settings,

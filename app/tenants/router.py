@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
-from app.deps import SessionDep, StateDep, TenantDep
+from app.deps import SessionDep, TenantDep
 from app.schemas import ERROR_RESPONSES
 from app.tenants import repository as repo
 from app.tenants import service
@@ -33,22 +33,20 @@ def create_key(
     body: ApiKeyCreate,
     request: Request,
     session: SessionDep,
-    state: StateDep,
     tenant: TenantDep,
     idempotency_key: idempotency.IdempotencyKeyHeader = None,
 ) -> ApiKeyCreated | JSONResponse:
     """Create another key for this tenant. The secret is in this response only (a replay
     with the same Idempotency-Key returns the key's record with `key: null`)."""
-    idem = idempotency.start(
+    idem = idempotency.begin(
         idempotency_key,
-        factory=state.side_sessionmaker,
-        session=session,
-        tenant_id=tenant.id,
-        path=request.url.path,
-        payload=body.model_dump(mode="json", exclude_unset=True),
+        request,
+        session,
+        tenant.id,
+        body.model_dump(mode="json", exclude_unset=True),
     )
-    if isinstance(idem, idempotency.Replay):
-        return idempotency.replay_response(idem)
+    if isinstance(idem, JSONResponse):
+        return idem
     key, plaintext = service.create_api_key(session, tenant.id, body.name)
     record = ApiKeyOut.model_validate(key).model_dump(mode="json")
     if idem is not None:
