@@ -33,7 +33,7 @@ from sec_engine.data.rotten_tomatoes import write_subset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 console = Console()
 
-# Sized for a few minutes on 2 CPU cores: short sequences, a few epochs, 70 % of the labels.
+# Sized for about ten minutes on 2 CPU cores: short sequences, a few epochs, 70 % of the labels.
 JOB_SPEC: dict[str, Any] = {
     "base_model": "minilm-l6",
     "budget": {"max_minutes": 12, "label_budget": 0.7},
