@@ -612,7 +612,11 @@ def run_section(ctx: Context, section: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small data, short budgets (<15 min)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small data, short budgets (a smoke run: aims at 15 min, took 74 on a loaded 2-core box)",
+    )
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md and plots")
