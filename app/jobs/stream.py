@@ -17,6 +17,7 @@ also carries named `status` events (status, phase, progress; sent when they chan
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import anyio
 from fastapi.sse import ServerSentEvent
@@ -30,30 +31,29 @@ from app.jobs.schemas import JobEventOut, TraceRowOut
 BATCH = 200
 
 
-def _poll(
-    factory: sessionmaker[Session], job_id: str, after: int
-) -> tuple[str | None, Sequence[JobEvent]]:
+@dataclass(frozen=True)
+class _Poll:
+    status: str | None
+    state: dict[str, object] | None
+    trace: Sequence[TraceRow]
+    events: Sequence[JobEvent]
+
+
+def _poll(factory: sessionmaker[Session], job_id: str, after: int, after_step: int | None) -> _Poll:
     with factory() as session:
-        # Status first, then events: if the status read is terminal, every event the worker
-        # wrote before finishing is already committed and the events query sees it.
+        # Status first, then the rest: if the status read is terminal, the final phase and
+        # progress, every trace row and every event the worker wrote before finishing are
+        # already committed, and the reads below see them.
         status = repo.status_of(session, job_id)
+        state: dict[str, object] | None = None
+        trace: Sequence[TraceRow] = []
+        if after_step is not None:
+            job = session.get(Job, job_id)
+            if job is not None:
+                state = {"status": job.status, "phase": job.phase, "progress": job.progress}
+                trace = repo.trace_after(session, job_id, after_step, BATCH)
         events = repo.events_after(session, job_id, after, BATCH)
-        return status, events
-
-
-def _poll_live(
-    factory: sessionmaker[Session], job_id: str, after_step: int
-) -> tuple[dict[str, object] | None, Sequence[TraceRow]]:
-    with factory() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return None, []
-        state: dict[str, object] = {
-            "status": job.status,
-            "phase": job.phase,
-            "progress": job.progress,
-        }
-        return state, repo.trace_after(session, job_id, after_step, BATCH)
+        return _Poll(status, state, trace, events)
 
 
 async def job_event_stream(
@@ -68,23 +68,19 @@ async def job_event_stream(
     cursor = after
     last_state: dict[str, object] | None = None
     while True:
-        # The live part is read before the status check below, so a terminal status means
-        # the last trace rows and the final progress were sent before `end`.
-        if trace_after is not None:
-            state, rows = await run_in_threadpool(_poll_live, factory, job_id, trace_after)
-            if state is not None and state != last_state:
-                yield ServerSentEvent(event="status", data=state)
-                last_state = state
-            for row in rows:
-                yield ServerSentEvent(event="trace", data=TraceRowOut.from_row(row))
-                trace_after = row.step
-        status, events = await run_in_threadpool(_poll, factory, job_id, cursor)
-        for event in events:
+        poll = await run_in_threadpool(_poll, factory, job_id, cursor, trace_after)
+        if poll.state is not None and poll.state != last_state:
+            yield ServerSentEvent(event="status", data=poll.state)
+            last_state = poll.state
+        for row in poll.trace:
+            yield ServerSentEvent(event="trace", data=TraceRowOut.from_row(row))
+            trace_after = row.step
+        for event in poll.events:
             yield ServerSentEvent(data=JobEventOut.from_row(event), id=str(event.id))
             cursor = event.id
-        if len(events) == BATCH:
+        if len(poll.events) == BATCH or len(poll.trace) == BATCH:
             continue
-        if status is None or JobStatus(status).terminal:
-            yield ServerSentEvent(event="end", data={"status": status}, id=str(cursor))
+        if poll.status is None or JobStatus(poll.status).terminal:
+            yield ServerSentEvent(event="end", data={"status": poll.status}, id=str(cursor))
             return
         await anyio.sleep(poll_seconds)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import anyio
 import pytest
+from fastapi.sse import ServerSentEvent
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import IdempotencyKey, Job, JobEvent, JobStatus, TraceRow, utcnow
 from app.db.session import unit_of_work
+from app.jobs import repository as repo
+from app.jobs.stream import job_event_stream
 from app.queue import RecordingJobQueue
 from tests.app.conftest import (
     TenantKey,
@@ -347,6 +351,37 @@ def test_sse_stream_sends_ids_and_ends_when_the_job_is_done(
     with client.stream("GET", f"/v1/jobs/{job_a}/events/stream", headers=headers) as r:
         resumed = parse_sse(r.read().decode())
     assert [e["id"] for e in resumed[:-1]] == [e["id"] for e in job_events[3:]]
+
+
+def test_live_stream_sends_the_final_status_before_end(
+    job_a: str, db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job finishes between the stream's reads of its state and of its status; the
+    `status` event with the final status must still come before `end` (a client's last
+    progress callback otherwise says `running`)."""
+    set_status(db, job_a, JobStatus.RUNNING)
+    real_trace_after = repo.trace_after
+    flipped = False
+
+    def trace_after_then_finish(*args: Any, **kwargs: Any) -> Any:
+        nonlocal flipped
+        rows = real_trace_after(*args, **kwargs)
+        if not flipped:
+            flipped = True
+            set_status(db, job_a, JobStatus.SUCCEEDED)
+        return rows
+
+    monkeypatch.setattr(repo, "trace_after", trace_after_then_finish)
+
+    async def collect() -> list[ServerSentEvent]:
+        stream = job_event_stream(db, job_a, after=0, poll_seconds=0.01, trace_after=-1)
+        return [event async for event in stream]
+
+    events = anyio.run(collect)
+    assert flipped
+    assert events[-1].event == "end"
+    statuses = [e.data["status"] for e in events if e.event == "status"]
+    assert statuses[-1] == "succeeded"
 
 
 def test_trace_rows_in_step_order(
