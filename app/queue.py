@@ -33,6 +33,7 @@ class TaskName(StrEnum):
 
     RUN_JOB = "sec.jobs.run"
     REAP = "sec.jobs.reap"
+    SWEEP_PARTIAL_WRITES = "sec.artifacts.sweep_partial_writes"
 
 
 RUN_JOB_TASK = TaskName.RUN_JOB.value

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=120, ge=5)
     job_heartbeat_seconds: int = Field(default=20, ge=1)
     job_hard_limit_minutes: float = Field(default=24 * 60, gt=0)
+    # A temporary file in the artifact store untouched this long is a dead writer's leftover.
+    partial_write_max_age_seconds: float = Field(default=3600.0, gt=0)
     # Redis redelivers an unacknowledged message after this many seconds. Empty = the hard
     # time limit + 1 h (never while a job still runs); the reliability tests set it low to
     # force a redelivery of a running job.

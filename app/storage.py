@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
@@ -49,6 +50,14 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def sweep_partial_writes(self, older_than_seconds: float) -> int:
+        """Remove what interrupted writes left behind, if older than the threshold; the count."""
+        ...
+
+
+# `put_file`'s temporary names: `.<archive name>.<random>.tmp`, next to the final file.
+PARTIAL_WRITE_GLOB = ".*.tmp"
 
 
 class LocalArtifactStore:
@@ -91,6 +100,23 @@ class LocalArtifactStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def sweep_partial_writes(self, older_than_seconds: float) -> int:
+        """Delete temporary files of `put_file` calls whose writer died (SIGKILL mid-copy).
+
+        Only files untouched for `older_than_seconds` go: a live writer touches its file at
+        every chunk, so a threshold far above one chunk's write time never races it.
+        """
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.root.rglob(PARTIAL_WRITE_GLOB):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
 
 class S3ArtifactStore:
@@ -146,6 +172,11 @@ class S3ArtifactStore:
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def sweep_partial_writes(self, older_than_seconds: float) -> int:
+        # An interrupted S3 upload leaves no object, only (for multipart) unfinished parts,
+        # which the bucket's AbortIncompleteMultipartUpload lifecycle rule removes.
+        return 0
 
 
 def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:

@@ -32,11 +32,14 @@ from app.settings import Settings, get_settings
 TASK_ROUTES: dict[str, dict[str, str]] = {
     TaskName.RUN_JOB.value: {"queue": QueueName.GPU.value},
     TaskName.REAP.value: {"queue": QueueName.CPU.value},
+    TaskName.SWEEP_PARTIAL_WRITES.value: {"queue": QueueName.CPU.value},
 }
 
 # How often beat runs the reaper. Short against the lease so a dead worker's job comes back
 # within about lease + this interval.
 REAP_INTERVAL_SECONDS = 60.0
+# How often beat clears dead writers' temporary files from the artifact store (a directory walk).
+SWEEP_INTERVAL_SECONDS = 3600.0
 
 
 def time_limits(settings: Settings) -> tuple[float, float]:
@@ -100,7 +103,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": TaskName.REAP.value,
                 "schedule": REAP_INTERVAL_SECONDS,
                 "options": {"queue": QueueName.CPU.value, "expires": REAP_INTERVAL_SECONDS},
-            }
+            },
+            "sweep-partial-artifact-writes": {
+                "task": TaskName.SWEEP_PARTIAL_WRITES.value,
+                "schedule": SWEEP_INTERVAL_SECONDS,
+                "options": {"queue": QueueName.CPU.value, "expires": SWEEP_INTERVAL_SECONDS},
+            },
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
     }

@@ -23,9 +23,12 @@ from app.settings import Settings
 
 
 class ArtifactStore(Protocol):
-    """The part of `app.storage`'s store the worker uses: upload one finished file under a key."""
+    """The part of `app.storage`'s store the worker uses: upload one finished file under a key,
+    and clear what killed uploads left behind."""
 
     def put_file(self, key: str, path: Path) -> object: ...
+
+    def sweep_partial_writes(self, older_than_seconds: float) -> int: ...
 
 
 def default_worker_id() -> str:

@@ -60,3 +60,18 @@ def reap_task() -> int:
     ctx = worker_context()
     report = reap(ctx.sessions, _CeleryAppQueue(), ctx.clock())
     return report.total()
+
+
+@app.task(
+    name=TaskName.SWEEP_PARTIAL_WRITES.value,
+    ignore_result=True,
+    soft_time_limit=600,
+    time_limit=660,
+)  # type: ignore[untyped-decorator]
+def sweep_partial_writes_task() -> int:
+    """Delete temporary files that killed writers left in the artifact store."""
+    ctx = worker_context()
+    removed = ctx.store.sweep_partial_writes(ctx.settings.partial_write_max_age_seconds)
+    if removed:
+        logger.info("removed %d stale partial artifact write(s)", removed)
+    return removed

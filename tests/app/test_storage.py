@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,26 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         store.put_file("k/a.bin", tmp_path / "missing")
     assert list((tmp_path / "store/k").iterdir()) == []
+
+
+def test_sweep_removes_only_stale_partial_writes(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    src = tmp_path / "a.tar.gz"
+    src.write_bytes(b"archive")
+    store.put_file("t1/job/a.tar.gz", src)
+    folder = tmp_path / "store/t1/job"
+    stale = folder / ".a.tar.gz.dead1.tmp"  # a writer killed mid-copy two hours ago
+    live = folder / ".a.tar.gz.live2.tmp"  # a copy in progress right now
+    for leftover in (stale, live):
+        leftover.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+
+    assert store.sweep_partial_writes(older_than_seconds=3600) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [live.name, "a.tar.gz"]
+    assert (folder / "a.tar.gz").read_bytes() == b"archive"
+    assert store.sweep_partial_writes(older_than_seconds=3600) == 0
+    assert LocalArtifactStore(tmp_path / "absent").sweep_partial_writes(3600) == 0
 
 
 @pytest.mark.parametrize(

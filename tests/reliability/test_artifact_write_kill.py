@@ -1,7 +1,8 @@
 """Point 10 (last item): a worker killed while it writes the artifact (packing the archive, or
 copying it into the artifact store) never leaves an artifact marked `ready` whose stored file
 is missing or does not match the recorded sha256. The job is retried and ends with exactly one
-good artifact. Trials per stage: `SEC_ARTIFACT_KILL_TRIALS` (1 in `make test`, 5 in `make chaos`).
+good artifact; the store's sweep then clears the stray temporary files of killed copies.
+Trials per stage: `SEC_ARTIFACT_KILL_TRIALS` (1 in `make test`, 5 in `make chaos`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db.models import Artifact, ArtifactStatus, JobStatus
+from app.storage import LocalArtifactStore
 from tests.reliability.harness import (
     Stack,
     chaos_settings,
@@ -79,6 +81,11 @@ def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url
     per_job = {j: sum(a.job_id == j for a in ready) for j in jobs}
     succeeded = sum(s.job(j).status == JobStatus.SUCCEEDED for j in jobs)
     stray = len(list(store_root.rglob(".*.tmp")))
+    # Every job is finished, so no writer is alive: the hourly sweep (here with no age
+    # threshold) must clear every leftover and nothing else.
+    swept = LocalArtifactStore(store_root).sweep_partial_writes(older_than_seconds=0.0)
+    stray_after_sweep = len(list(store_root.rglob(".*.tmp")))
+    missing_after_sweep = [a.id for a in ready if not (store_root / a.storage_key).is_file()]
     leftover_work = (
         len(list(settings.work_dir.rglob("*.part"))) if settings.work_dir.exists() else 0
     )
@@ -92,12 +99,17 @@ def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url
         ready_missing_file=len(missing),
         ready_bad_checksum=len(bad),
         stray_store_tmp_files=stray,
+        swept_tmp_files=swept,
+        stray_after_sweep=stray_after_sweep,
         leftover_partial_archives=leftover_work,
     )
     assert kills["archive"] >= 1, "no archive write was interrupted"
     assert kills["store"] >= 1, "no store write was interrupted"
     assert not missing
     assert not bad
+    assert swept == stray
+    assert stray_after_sweep == 0
+    assert not missing_after_sweep
     assert all(count == 1 for count in per_job.values()), per_job
     assert succeeded == len(jobs)
     assert leftover_work == 0  # the retry cleared the killed attempt's scratch folder

@@ -60,6 +60,9 @@ def test_celery_config_for_long_jobs(tmp_path: Path) -> None:
     assert TASK_ROUTES[TaskName.RUN_JOB] == {"queue": QueueName.GPU}
     assert TASK_ROUTES[TaskName.REAP] == {"queue": QueueName.CPU}
     assert conf["beat_schedule"]["reap-stale-jobs"]["task"] == "sec.jobs.reap"
+    sweep = conf["beat_schedule"]["sweep-partial-artifact-writes"]
+    assert sweep["task"] == TaskName.SWEEP_PARTIAL_WRITES == "sec.artifacts.sweep_partial_writes"
+    assert TASK_ROUTES[TaskName.SWEEP_PARTIAL_WRITES] == {"queue": QueueName.CPU}
     # kombu's SQLAlchemy transport hands its options to create_engine, which refuses this one.
     embedded = Settings(var_dir=tmp_path)
     assert celery_config(embedded)["broker_transport_options"] == {}
