@@ -3,6 +3,8 @@
 The spec YAML is a JobSpec; its dataset fields are file paths (relative to the YAML file's
 folder) and `base_model` is a built-in name, a local directory or a hub id. The artifact
 directory has the same layout as the service's (see `sec_engine.export.artifact`).
+`--checkpoint-dir DIR` saves the teacher phase there; rerunning the same spec with the same
+DIR after a crash skips teacher training (see `sec_engine.checkpoint`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,15 @@ def run(
         Path, typer.Option("--spec", exists=True, dir_okay=False, help="Job spec YAML")
     ],
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write")],
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-dir",
+            file_okay=False,
+            help="Save the teacher phase here, and resume from it when a run of the same spec "
+            "on the same inputs saved it before",
+        ),
+    ] = None,
 ) -> None:
     """Run one job spec to completion and write the artifact directory."""
     from sec_engine.pipeline import run_job  # heavy imports only when a job runs
@@ -101,7 +112,9 @@ def run(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("preparing", total=100)
         try:
-            result = run_job(spec, inputs, out, ProgressCallbacks(progress, task))
+            result = run_job(
+                spec, inputs, out, ProgressCallbacks(progress, task), checkpoint_dir=checkpoint_dir
+            )
         except EngineError as exc:
             console.print(f"[red]{exc.code}[/]: {exc.message}")
             raise typer.Exit(1) from exc

@@ -12,6 +12,10 @@ Phases, in order (each reported through the callbacks):
 Time: `budget.max_minutes` is one wall-clock deadline. Each phase takes a share of what is
 left, training stops at its phase deadline keeping the best state, and a reserve is kept for
 measuring and exporting, so the job ends with a model even when the budget runs out.
+
+Resume: with `checkpoint_dir`, the teacher phase's result is saved there (see
+sec_engine.checkpoint), and a later run of the same spec on the same inputs restores it
+instead of training the teacher again; the teacher's share of the budget then counts as spent.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sec_engine import checkpoint
 from sec_engine.callbacks import EngineCallbacks, Phase
 from sec_engine.data.encoding import encode, pad_id
 from sec_engine.data.splits import DataBundle, load_data
@@ -67,9 +72,16 @@ EXPORT_RESERVE = 0.12  # kept back from training for measuring and exporting
 
 
 def run_job(
-    spec: JobSpec, inputs: ResolvedInputs, out_dir: Path, callbacks: EngineCallbacks
+    spec: JobSpec,
+    inputs: ResolvedInputs,
+    out_dir: Path,
+    callbacks: EngineCallbacks,
+    checkpoint_dir: Path | None = None,
 ) -> EngineResult:
-    """Run `spec` on `inputs`, write the artifact into `out_dir`, return its manifest."""
+    """Run `spec` on `inputs`, write the artifact into `out_dir`, return its manifest.
+
+    `checkpoint_dir`: where the teacher-phase checkpoint is saved and, on a retry, read back.
+    """
     started = time.monotonic()
     wall = Deadline(spec.budget.max_minutes * 60.0)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +92,12 @@ def run_job(
     training_wall = Deadline(wall.remaining() * (1.0 - EXPORT_RESERVE))
 
     reporter.enter(Phase.TEACHER)
-    _train_teacher(state, stages, training_wall)
+    if checkpoint_dir is None:
+        _train_teacher(state, stages, training_wall)
+    else:
+        training_wall = _teacher_with_checkpoint(
+            state, stages, training_wall, inputs, checkpoint_dir
+        )
 
     reporter.enter(Phase.DATA)
     data_deadline = training_wall.sub(DATA_SHARE)
@@ -195,7 +212,39 @@ def _max_len(spec: JobSpec, model: nn.Module) -> int:
     return min(spec.training.max_seq_len, _position_limit(model))
 
 
-def _train_teacher(state: EngineState, stages: list[Stage], wall: Deadline) -> None:
+def _teacher_with_checkpoint(
+    state: EngineState,
+    stages: list[Stage],
+    wall: Deadline,
+    inputs: ResolvedInputs,
+    checkpoint_dir: Path,
+) -> Deadline:
+    """The teacher phase restored from `checkpoint_dir`, or trained and saved there; returns
+    the training deadline left for the later phases (the teacher's share is spent either way)."""
+    fingerprint = checkpoint.input_fingerprint(state.spec, inputs, state.model_source)
+    restored = checkpoint.try_resume(checkpoint_dir, state, stages, fingerprint)
+    if restored is not None:
+        trained_by, metrics = restored
+        _teacher_done(state, metrics, trained_by, resumed=True)
+        state.reporter.progress(1.0)
+        return Deadline(wall.remaining() * (1.0 - TEACHER_SHARE))
+    trained_by, metrics = _train_teacher(state, stages, wall)
+    checkpoint.save_teacher(
+        checkpoint_dir,
+        state,
+        stages,
+        fingerprint=fingerprint,
+        trained_by=trained_by,
+        validation=metrics,
+    )
+    return wall
+
+
+def _train_teacher(
+    state: EngineState, stages: list[Stage], wall: Deadline
+) -> tuple[str, dict[str, float]]:
+    """Train the teacher (a stage owns it, or a plain fine-tune); returns who trained it and
+    its validation metrics."""
     state.deadline = wall.sub(TEACHER_SHARE)
     owner = next((s.name for s in stages if s.train_teacher(state)), None)
     if owner is None and state.spec.training.teacher_epochs > 0:
@@ -220,13 +269,21 @@ def _train_teacher(state: EngineState, stages: list[Stage], wall: Deadline) -> N
         )
     metrics = validation_metrics(state, state.teacher)
     state.teacher_val_accuracy = metrics["accuracy"]
+    _teacher_done(state, metrics, owner or "pipeline", resumed=False)
+    return owner or "pipeline", metrics
+
+
+def _teacher_done(
+    state: EngineState, metrics: dict[str, float], trained_by: str, *, resumed: bool
+) -> None:
     state.reporter.event(
         "teacher.done",
         f"teacher validation accuracy {metrics['accuracy']:.4f}",
         {
             "validation": metrics,
-            "trained_by": owner or "pipeline",
+            "trained_by": trained_by,
             "labels_used": len(state.labelled),
+            "resumed": resumed,
         },
     )
 

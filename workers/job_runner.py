@@ -8,6 +8,11 @@ if the reaper took the job back (a stalled worker) this attempt's late result ch
 The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
 here, inside the pool child, so the worker's parent process never loads torch or CUDA.
 
+Resume: the engine saves its teacher phase under `<work_dir>/<job_id>/checkpoint/`, which
+outlives a killed attempt (each attempt clears only the `attempt-*` folders of killed ones),
+so the retry the reaper queues skips teacher training when it runs on the same machine. The
+folder goes when the job ends (succeeded, failed or cancelled) by this attempt's hand.
+
 TEST ONLY: the reliability tests kill real worker processes dozens of times, which would take
 hours with real training. They start workers with `SEC_TEST_ENGINE=module:function` naming a
 fast fake engine; it is honoured only when `SEC_ENVIRONMENT=test`, and a worker in any other
@@ -16,7 +21,9 @@ environment that finds it set fails the job loudly rather than run something tha
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
 import logging
 import os
 import shutil
@@ -25,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
@@ -48,6 +55,23 @@ logger = logging.getLogger(__name__)
 
 EngineFn = Callable[[JobSpec, ResolvedInputs, Path, EngineCallbacks], EngineResult]
 
+
+class CheckpointingEngineFn(Protocol):
+    """An engine that also takes `checkpoint_dir` (the real one does; simple fakes need not)."""
+
+    def __call__(
+        self,
+        spec: JobSpec,
+        inputs: ResolvedInputs,
+        out_dir: Path,
+        callbacks: EngineCallbacks,
+        *,
+        checkpoint_dir: Path,
+    ) -> EngineResult: ...
+
+
+CHECKPOINT_DIR = "checkpoint"  # under work_dir / job_id, shared by the job's attempts
+
 # The manifest entries copied onto the job row's `metrics` (the numbers a user polls for); the
 # whole manifest (spec, per-technique details, file checksums) is on the artifact record.
 METRIC_KEYS = (
@@ -67,6 +91,10 @@ class Outcome(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"  # the job was taken from this worker (lease expired) before it finished
+
+
+# Outcomes after which no attempt of the job will run again, so its checkpoint can go.
+_FINAL = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
 
 
 # Names a fake engine (`module:function`) for the reliability tests; see the module docstring.
@@ -105,13 +133,20 @@ def run_job(ctx: WorkerContext, job_id: str, engine: EngineFn | None = None) -> 
             {"attempt": attempt, "worker_id": ctx.worker_id},
             ctx.clock(),
         )
-    attempt_dir = ctx.settings.work_dir / job_id / f"attempt-{attempt}"
+    job_dir = ctx.settings.work_dir / job_id
+    attempt_dir = job_dir / f"attempt-{attempt}"
+    outcome: Outcome | None = None
     try:
         with Heartbeat(ctx, job_id, attempt) as heartbeat:
             callbacks = DbCallbacks(ctx, job_id, attempt, lost=heartbeat.lost)
-            return _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine)
+            outcome = _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine)
+            return outcome
     finally:
         shutil.rmtree(attempt_dir, ignore_errors=True)
+        if outcome in _FINAL:
+            shutil.rmtree(job_dir / CHECKPOINT_DIR, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                job_dir.rmdir()  # only when nothing else is left in it
 
 
 def _run_claimed(
@@ -133,12 +168,16 @@ def _run_claimed(
             inputs = resolve_inputs(session, job, spec)
         # Leftovers of earlier attempts of this job whose worker was killed (its `finally`
         # never ran): this attempt owns the job now, and a killed attempt's half-written
-        # archive can be gigabytes.
-        shutil.rmtree(attempt_dir.parent, ignore_errors=True)
+        # archive can be gigabytes. The checkpoint next to them is kept: it is what the retry
+        # resumes from.
+        for leftover in attempt_dir.parent.glob("attempt-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
         run = engine or default_engine(ctx.settings.environment)
-        result = run(spec, inputs, out_dir, callbacks)
+        result = _call_engine(
+            run, spec, inputs, out_dir, callbacks, attempt_dir.parent / CHECKPOINT_DIR
+        )
         if callbacks.lost:
             return Outcome.LOST
         callbacks.progress(Phase.EXPORTING, 1.0)
@@ -157,6 +196,22 @@ def _run_claimed(
         logger.exception("job %s attempt %d failed unexpectedly", job_id, attempt)
         message = "an internal error stopped the job; the operators have the details in the logs"
         return _end(ctx, job_id, attempt, JobStatus.FAILED, "internal_error", message)
+
+
+def _call_engine(
+    run: EngineFn,
+    spec: JobSpec,
+    inputs: ResolvedInputs,
+    out_dir: Path,
+    callbacks: EngineCallbacks,
+    checkpoint_dir: Path,
+) -> EngineResult:
+    """Run the engine, with the job's checkpoint folder when it takes one."""
+    params = inspect.signature(run).parameters
+    if "checkpoint_dir" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        checkpointing = cast(CheckpointingEngineFn, run)
+        return checkpointing(spec, inputs, out_dir, callbacks, checkpoint_dir=checkpoint_dir)
+    return run(spec, inputs, out_dir, callbacks)
 
 
 def _metrics(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,10 @@ A stage is built from its frozen config section of the job spec (STYLE.md: confi
 7. ``finalize``        after compression (AIP removes pruned structure, SQD strips QAT);
 8. ``report``          what the stage did, for the manifest.
 
+``checkpoint_state`` / ``restore_checkpoint`` carry what a stage made during the teacher phase
+into the teacher checkpoint (sec_engine.checkpoint), so a resumed attempt that skips
+``train_teacher`` ends with the same later phases and the same ``report``.
+
 Stages never call each other or the controller; they only read and write the shared state.
 """
 
@@ -149,6 +153,15 @@ class Stage:
         return None
 
     def finalize(self, state: EngineState) -> None:
+        return None
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What this stage made in the teacher phase and needs later: JSON-able values and
+        SoftSets (stored as arrays). Only stages that do work in the teacher phase need it."""
+        return {}
+
+    def restore_checkpoint(self, state: EngineState, saved: dict[str, Any]) -> None:
+        """Take back what `checkpoint_state` gave, instead of running `train_teacher`."""
         return None
 
     def report(self) -> dict[str, Any]:

@@ -195,6 +195,15 @@ class TalStage(Stage):
             # Probabilities from the final teacher (the set was scored after training).
             state.soft_sets.append(self.distill)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "pseudo": self.pseudo, "distill": self.distill}
+
+    def restore_checkpoint(self, state: EngineState, saved: dict[str, Any]) -> None:
+        rounds, pseudo, distill = list(saved["rounds"]), saved["pseudo"], saved["distill"]
+        if not all(s is None or isinstance(s, SoftSet) for s in (pseudo, distill)):
+            raise ValueError("tal: the pseudo-label and distill sets are not soft sets")
+        self.rounds, self.pseudo, self.distill = rounds, pseudo, distill
+
     def report(self) -> dict[str, Any]:
         return {
             "strategy": str(self.config.strategy),

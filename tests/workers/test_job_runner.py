@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -13,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
 from app.db.session import unit_of_work
 from sec_engine.errors import DatasetError
+from sec_engine.result import ResolvedInputs
+from sec_engine.spec import JobSpec
+from tests.sec_engine.conftest import make_tiny_bert, write_sentiment_csv
 from tests.workers.conftest import FakeEngine
 from workers import job_state
 from workers.context import WorkerContext
@@ -197,3 +201,150 @@ def test_retry_starts_a_fresh_trace(
     with sessions() as s:
         rows = s.scalars(select(TraceRow).where(TraceRow.job_id == job_id)).all()
     assert [r.lambda1 for r in rows] == [0.5, 0.5, 0.5]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in the worker catches it, so the job stays `running`."""
+
+
+def _requeue(sessions: sessionmaker[Session], job_id: str) -> None:
+    """What the reaper does once the killed attempt's lease has run out."""
+    with unit_of_work(sessions) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None)
+        )
+
+
+def test_retry_resumes_from_the_teacher_checkpoint(
+    ctx: WorkerContext,
+    sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """The real engine on a tiny BERT: attempt 1 dies right after saving the teacher phase,
+    attempt 2 resumes from it instead of training the teacher; the checkpoint goes at the end."""
+    from sec_engine.pipeline import run_job as engine_run_job
+
+    model = make_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_csv(tmp_path / "train.csv", 80, unlabelled=20)
+    off = {"enabled": False}
+    spec = JobSpec.model_validate(
+        {
+            "dataset": str(data),
+            "budget": {"label_budget": 0.7},
+            "training": {
+                "batch_size": 16,
+                "max_seq_len": 32,
+                "teacher_epochs": 1,
+                "student_epochs": 1,
+                "eval_every_steps": 8,
+            },
+            "targets": {"latency_batch_size": 2, "latency_seq_len": 16},
+            "techniques": {"ada": off, "tal": {"rounds": 1}, "aip": off, "sqd": off},
+        }
+    )
+    seen: list[Path] = []
+
+    class Engine:
+        """The real engine on the tiny model; dies after `checkpoint.saved` when `die`."""
+
+        def __init__(self, die: bool) -> None:
+            self.die = die
+
+        def __call__(self, _spec, _inputs, out_dir, callbacks, *, checkpoint_dir):
+            seen.append(checkpoint_dir)
+            die = self.die
+
+            class Dying:
+                def __getattr__(self, name):
+                    return getattr(callbacks, name)
+
+                def event(self, kind, message, data=None):
+                    callbacks.event(kind, message, data)
+                    if die and kind == "checkpoint.saved":
+                        (out_dir / "half-written.bin").write_bytes(b"\0" * 1024)
+                        raise _Killed
+
+            inputs = ResolvedInputs(model=str(model), train_path=data)
+            return engine_run_job(spec, inputs, out_dir, Dying(), checkpoint_dir=checkpoint_dir)
+
+    job_id = make_job()
+    job_dir = ctx.settings.work_dir / job_id
+    with pytest.raises(_Killed):
+        run_job(ctx, job_id, Engine(die=True))
+    assert (job_dir / "checkpoint" / "teacher" / "checkpoint.json").is_file()
+    # A real kill runs no `finally`: leave what it would have left.
+    (job_dir / "attempt-1" / "out").mkdir(parents=True)
+    assert _job(sessions, job_id).status == JobStatus.RUNNING
+    _requeue(sessions, job_id)
+
+    assert run_job(ctx, job_id, Engine(die=False)) is Outcome.SUCCEEDED
+    assert seen == [job_dir / "checkpoint"] * 2
+    with sessions() as s:
+        events = s.execute(
+            select(JobEvent.attempt, JobEvent.kind, JobEvent.data)
+            .where(JobEvent.job_id == job_id)
+            .order_by(JobEvent.id)
+        ).all()
+    by_attempt = {a: [k for b, k, _ in events if b == a] for a in (1, 2)}
+    assert "checkpoint.saved" in by_attempt[1]
+    assert "checkpoint.resumed" in by_attempt[2]
+    assert "tal.round" in by_attempt[1]
+    assert "tal.round" not in by_attempt[2]  # the teacher was not trained again
+    assert not any(k in ("checkpoint.saved", "checkpoint.ignored") for k in by_attempt[2])
+    job = _job(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 2)
+    assert job.metrics["labels_used"] == next(
+        d["labels_used"] for a, k, d in events if a == 1 and k == "teacher.done"
+    )
+    with sessions() as s:  # the trace of the result's attempt still holds the TAL rounds
+        phases = list(s.scalars(select(TraceRow.phase).where(TraceRow.job_id == job_id)))
+    assert phases.count("teacher") == 2
+    assert not job_dir.exists()  # the checkpoint and the killed attempt's leftovers are gone
+
+
+@pytest.mark.parametrize("end", ["failed", "cancelled"])
+def test_checkpoint_is_removed_when_the_job_ends(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str], end: str
+) -> None:
+    job_id = make_job()
+    checkpoint = ctx.settings.work_dir / job_id / "checkpoint"
+
+    class Ends(FakeEngine):
+        def __call__(self, spec, inputs, out_dir, callbacks, checkpoint_dir=None):
+            assert checkpoint_dir == checkpoint
+            assert (checkpoint / "teacher" / "kept").is_file()  # a killed attempt's, kept
+            if end == "cancelled":
+                with unit_of_work(sessions) as s:
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == job_id)
+                        .values(status=JobStatus.CANCEL_REQUESTED)
+                    )
+            return super().__call__(spec, inputs, out_dir, callbacks)
+
+    (checkpoint / "teacher").mkdir(parents=True)
+    (checkpoint / "teacher" / "kept").write_text("x")
+    engine = Ends(fail_with=DatasetError("bad row")) if end == "failed" else Ends(cancel_at_step=0)
+    assert run_job(ctx, job_id, engine).value == end
+    assert not checkpoint.exists()
+
+
+def test_checkpoint_is_kept_when_the_attempt_lost_the_job(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    """A reaped attempt's job runs again elsewhere or here: its checkpoint must stay."""
+    job_id = make_job()
+    checkpoint = ctx.settings.work_dir / job_id / "checkpoint"
+
+    class Stolen(FakeEngine):
+        def __call__(self, spec, inputs, out_dir, callbacks, checkpoint_dir=None):
+            assert checkpoint_dir is not None
+            (checkpoint_dir / "teacher").mkdir(parents=True)
+            _requeue(sessions, job_id)
+            return super().__call__(spec, inputs, out_dir, callbacks)
+
+    assert run_job(ctx, job_id, Stolen()) is Outcome.LOST
+    assert (checkpoint / "teacher").is_dir()
