@@ -635,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     mode = QUICK if args.quick else FULL
     command = "python -m bench" + (" --quick" if args.quick else "")
+    if sections != list(SECTIONS):
+        command += f" --sections {','.join(sections)}"
     torch.set_num_threads(THREADS)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = make_context(args.spec, mode, command, args.work, args.results)
