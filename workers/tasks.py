@@ -19,6 +19,7 @@ from workers.celery_app import app
 from workers.context import WorkerContext, build_context
 from workers.job_runner import fail_killed_at_hard_limit, run_job
 from workers.reaper import reap
+from workers.scratch import sweep_finished_job_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,13 @@ def reap_task() -> int:
     time_limit=660,
 )  # type: ignore[untyped-decorator]
 def sweep_partial_writes_task() -> int:
-    """Delete temporary files that killed writers left in the artifact store."""
+    """Delete what killed writers left: temporary files in the artifact store, and the
+    scratch folders (with their checkpoints) of jobs that have ended."""
     ctx = worker_context()
-    removed = ctx.store.sweep_partial_writes(ctx.settings.partial_write_max_age_seconds)
+    max_age = ctx.settings.partial_write_max_age_seconds
+    removed = ctx.store.sweep_partial_writes(max_age)
     if removed:
         logger.info("removed %d stale partial artifact write(s)", removed)
-    return removed
+    # The same hourly pass clears this worker's scratch folders of jobs that ended without
+    # their last attempt doing it (reaped after max_attempts, killed at the hard limit).
+    return removed + len(sweep_finished_job_dirs(ctx.sessions, ctx.settings.work_dir, max_age))
