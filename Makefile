@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install wordnet lint format typecheck test test-unit test-integration test-gpu demo serve \
-	migrate bench clean chromium chaos load fuzz
+	migrate bench clean chromium chaos load load-sdk fuzz
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' \
@@ -91,6 +91,9 @@ chaos: $(INSTALLED) ## Full chaos runs: 20 killed workers per variant, outage, d
 
 load: $(INSTALLED) ## Load smoke: 100 clients for 60 s against uvicorn + Postgres + Redis + a busy worker
 	SEC_LOAD_USERS=100 SEC_LOAD_SECONDS=60 $(PYTHON) -m pytest -s tests/reliability/test_load.py $(PYTEST_ARGS)
+
+load-sdk: $(INSTALLED) ## Load smoke at the SDK's polling cadence (think time 1-3 s, about 50 req/s)
+	SEC_LOAD_WAIT=1,3 SEC_LOAD_USERS=100 SEC_LOAD_SECONDS=60 $(PYTHON) -m pytest -s tests/reliability/test_load.py $(PYTEST_ARGS)
 
 fuzz: $(INSTALLED) ## schemathesis over the whole OpenAPI spec, 200 examples per operation
 	SEC_FUZZ_EXAMPLES=200 $(PYTHON) -m pytest -s tests/security/test_fuzz.py $(PYTEST_ARGS)

@@ -2,7 +2,9 @@
 real API server (uvicorn, Postgres, Redis) while a worker is busy running jobs. Pass: failure
 ratio < 1 %. Latency percentiles are REPORTED (they depend on the machine), not asserted.
 
-Run length: `SEC_LOAD_SECONDS` (10 in `make test`, 60 with `make load`); users: `SEC_LOAD_USERS`.
+Run length: `SEC_LOAD_SECONDS` (10 in `make test`, 60 with `make load`); users: `SEC_LOAD_USERS`;
+think time between a client's requests: `SEC_LOAD_WAIT` ("0.2,1.0" s, a stress profile; "1,3"
+is the SDK's polling cadence; `make load-sdk`).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
         "load_smoke",
         users=users,
         seconds=seconds,
+        think_time_s=os.environ.get("SEC_LOAD_WAIT", "0.2,1.0").replace(",", "-"),
         requests=requests,
         failures=failures,
         failure_ratio=f"{ratio:.4f}",
