@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import logging
 import os
 import shutil
 import socket
-from collections.abc import Callable
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
@@ -53,11 +51,9 @@ from workers.inputs import resolve_inputs
 
 logger = logging.getLogger(__name__)
 
-EngineFn = Callable[[JobSpec, ResolvedInputs, Path, EngineCallbacks], EngineResult]
 
-
-class CheckpointingEngineFn(Protocol):
-    """An engine that also takes `checkpoint_dir` (the real one does; simple fakes need not)."""
+class EngineFn(Protocol):
+    """`sec_engine.pipeline.run_job`'s signature; the fakes in the tests take the same."""
 
     def __call__(
         self,
@@ -65,8 +61,7 @@ class CheckpointingEngineFn(Protocol):
         inputs: ResolvedInputs,
         out_dir: Path,
         callbacks: EngineCallbacks,
-        *,
-        checkpoint_dir: Path,
+        checkpoint_dir: Path | None = None,
     ) -> EngineResult: ...
 
 
@@ -175,8 +170,8 @@ def _run_claimed(
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
         run = engine or default_engine(ctx.settings.environment)
-        result = _call_engine(
-            run, spec, inputs, out_dir, callbacks, attempt_dir.parent / CHECKPOINT_DIR
+        result = run(
+            spec, inputs, out_dir, callbacks, checkpoint_dir=attempt_dir.parent / CHECKPOINT_DIR
         )
         if callbacks.lost:
             return Outcome.LOST
@@ -196,22 +191,6 @@ def _run_claimed(
         logger.exception("job %s attempt %d failed unexpectedly", job_id, attempt)
         message = "an internal error stopped the job; the operators have the details in the logs"
         return _end(ctx, job_id, attempt, JobStatus.FAILED, "internal_error", message)
-
-
-def _call_engine(
-    run: EngineFn,
-    spec: JobSpec,
-    inputs: ResolvedInputs,
-    out_dir: Path,
-    callbacks: EngineCallbacks,
-    checkpoint_dir: Path,
-) -> EngineResult:
-    """Run the engine, with the job's checkpoint folder when it takes one."""
-    params = inspect.signature(run).parameters
-    if "checkpoint_dir" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        checkpointing = cast(CheckpointingEngineFn, run)
-        return checkpointing(spec, inputs, out_dir, callbacks, checkpoint_dir=checkpoint_dir)
-    return run(spec, inputs, out_dir, callbacks)
 
 
 def _metrics(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -119,7 +119,12 @@ class FakeEngine:
         self.inputs: ResolvedInputs | None = None
 
     def __call__(
-        self, spec: JobSpec, inputs: ResolvedInputs, out_dir: Path, callbacks: EngineCallbacks
+        self,
+        spec: JobSpec,
+        inputs: ResolvedInputs,
+        out_dir: Path,
+        callbacks: EngineCallbacks,
+        checkpoint_dir: Path | None = None,
     ) -> EngineResult:
         self.inputs = inputs
         callbacks.event("teacher.started", "fine-tuning the teacher", {"steps": 3})

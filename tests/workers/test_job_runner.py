@@ -153,7 +153,7 @@ def test_cancel_request_cancels(
     job_id = make_job()
 
     class CancelDuringRun(FakeEngine):
-        def __call__(self, spec, inputs, out_dir, callbacks):
+        def __call__(self, spec, inputs, out_dir, callbacks, checkpoint_dir=None):
             with unit_of_work(sessions) as s:  # what POST /v1/jobs/{id}/cancel does
                 s.execute(
                     update(Job).where(Job.id == job_id).values(status=JobStatus.CANCEL_REQUESTED)
@@ -174,7 +174,7 @@ def test_result_of_a_reaped_attempt_is_dropped(
     job_id = make_job()
 
     class StolenDuringRun(FakeEngine):
-        def __call__(self, spec, inputs, out_dir, callbacks):
+        def __call__(self, spec, inputs, out_dir, callbacks, checkpoint_dir=None):
             with unit_of_work(sessions) as s:
                 s.execute(
                     update(Job).where(Job.id == job_id).values(status="queued", worker_id=None)
