@@ -92,8 +92,11 @@ chaos: $(INSTALLED) ## Full chaos runs: 20 killed workers per variant, outage, d
 load: $(INSTALLED) ## Load smoke: 100 clients for 60 s against uvicorn + Postgres + Redis + a busy worker
 	SEC_LOAD_USERS=100 SEC_LOAD_SECONDS=60 $(PYTHON) -m pytest -s tests/reliability/test_load.py $(PYTEST_ARGS)
 
+# Clients join at SEC_LOAD_SPAWN_RATE a second (10: a 10 s ramp, then 60 s measured with all 100
+# running); SEC_LOAD_SPAWN_RATE=100 starts them all at once and measures from the first request.
 load-sdk: $(INSTALLED) ## Load smoke at the SDK's polling cadence (think time 1-3 s, about 50 req/s)
-	SEC_LOAD_WAIT=1,3 SEC_LOAD_USERS=100 SEC_LOAD_SECONDS=60 $(PYTHON) -m pytest -s tests/reliability/test_load.py $(PYTEST_ARGS)
+	SEC_LOAD_WAIT=1,3 SEC_LOAD_USERS=100 SEC_LOAD_SECONDS=60 SEC_LOAD_SPAWN_RATE=$${SEC_LOAD_SPAWN_RATE:-10} \
+		$(PYTHON) -m pytest -s tests/reliability/test_load.py $(PYTEST_ARGS)
 
 fuzz: $(INSTALLED) ## schemathesis over the whole OpenAPI spec, 200 examples per operation
 	SEC_FUZZ_EXAMPLES=200 $(PYTHON) -m pytest -s tests/security/test_fuzz.py $(PYTEST_ARGS)

@@ -65,28 +65,30 @@ def get_session(
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # The trivial dependencies are `async def` so they run on the event loop: a sync one
+    # costs a hop through the thread pool per request.
     return app_state(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_store(state: StateDep) -> ArtifactStore:
+async def get_store(state: StateDep) -> ArtifactStore:
     return state.store
 
 
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-def get_job_queue(state: StateDep) -> JobQueue:
+async def get_job_queue(state: StateDep) -> JobQueue:
     return state.job_queue
 
 

@@ -27,8 +27,8 @@ from typing import IO, Annotated, Any
 
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Executable, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.hooks import on_rollback
@@ -98,41 +98,55 @@ class IdempotentRequest:
 
     def begin(self, session: Session) -> Replay | None:
         """Claim the key, or return the response to replay. `session` is the request's own
-        session: if it rolls back, the claim is released."""
+        session: if it rolls back, the claim is released.
+
+        The common case (a new key) is one short transaction: an insert that does nothing on
+        a conflict. Only when the key exists is the row read, to replay or refuse."""
         for _ in range(2):
             with self._factory() as own, own.begin():
-                row = own.scalar(
-                    select(IdempotencyKey).where(
-                        IdempotencyKey.tenant_id == self.tenant_id,
-                        IdempotencyKey.key == self.key,
+                row_id = own.scalar(self._claim_statement(own))
+                if row_id is None:
+                    row = own.scalar(
+                        select(IdempotencyKey).where(
+                            IdempotencyKey.tenant_id == self.tenant_id,
+                            IdempotencyKey.key == self.key,
+                        )
                     )
-                )
-                if row is not None:
-                    replay = self._existing(own, row)
-                    if replay is not None:
-                        return replay
-                    continue  # an expired or abandoned row was deleted: claim afresh
-            try:
-                with self._factory() as own, own.begin():
-                    row = IdempotencyKey(
-                        tenant_id=self.tenant_id,
-                        key=self.key,
-                        method=self.method,
-                        path=self.path,
-                        request_hash=self.fingerprint,
-                        in_flight=True,
-                    )
-                    own.add(row)
-                    own.flush()
-                    self._row_id = row.id
-            except IntegrityError:
-                continue  # a concurrent request claimed it first; look again
+                    if row is not None:
+                        replay = self._existing(own, row)
+                        if replay is not None:
+                            return replay
+                    continue  # an expired or abandoned row was deleted, or its claim released
+            self._row_id = row_id
             on_rollback(session, self._release)
             return None
         raise Conflict(
             "a request with this Idempotency-Key is in progress; retry later",
             code="idempotency_key_in_use",
         )
+
+    def _claim_statement(self, own: Session) -> Executable:
+        """`INSERT ... ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id`: the new row's id,
+        or no row when the key is already taken (Postgres waits for a concurrent claimant to
+        commit or roll back first, so the read that follows sees its outcome)."""
+        dialect = own.get_bind().dialect.name
+        row = {
+            "tenant_id": self.tenant_id,
+            "key": self.key,
+            "method": self.method,
+            "path": self.path,
+            "request_hash": self.fingerprint,
+            "in_flight": True,
+            "created_at": utcnow(),
+        }
+        unique = ["tenant_id", "key"]
+        if dialect == "postgresql":
+            pg = postgresql.insert(IdempotencyKey).values(row)
+            return pg.on_conflict_do_nothing(index_elements=unique).returning(IdempotencyKey.id)
+        if dialect == "sqlite":
+            lite = sqlite.insert(IdempotencyKey).values(row)
+            return lite.on_conflict_do_nothing(index_elements=unique).returning(IdempotencyKey.id)
+        raise RuntimeError(f"unsupported database dialect {dialect!r}")  # pragma: no cover
 
     def _existing(self, own: Session, row: IdempotencyKey) -> Replay | None:
         now = utcnow()

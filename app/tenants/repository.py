@@ -24,8 +24,14 @@ def lock_tenant(session: Session, tenant_id: str) -> None:
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 
-def get_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+def get_key_and_tenant(session: Session, key_hash: str) -> tuple[ApiKey, Tenant] | None:
+    """The key with this hash and its tenant, in one round trip (every request authenticates)."""
+    row = session.execute(
+        select(ApiKey, Tenant)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == key_hash)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def get_key(session: Session, tenant_id: str, key_id: str) -> ApiKey | None:

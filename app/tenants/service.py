@@ -90,14 +90,12 @@ def authenticate(session: Session, authorization: str | None) -> tuple[Tenant, A
             "malformed API key: keys look like 'sec_' followed by 43 characters",
             code="malformed_api_key",
         )
-    key = repo.get_key_by_hash(session, hash_key(token))
-    if key is None:
+    found = repo.get_key_and_tenant(session, hash_key(token))
+    if found is None:
         raise Unauthorized("invalid API key", code="invalid_api_key")
+    key, tenant = found
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", code="revoked_api_key")
-    tenant = repo.get_tenant(session, key.tenant_id)
-    if tenant is None:  # pragma: no cover - the foreign key cascades, kept for the type checker
-        raise Unauthorized("invalid API key", code="invalid_api_key")
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now

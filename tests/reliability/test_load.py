@@ -4,12 +4,17 @@ ratio < 1 %. Latency percentiles are REPORTED (they depend on the machine), not 
 
 Run length: `SEC_LOAD_SECONDS` (10 in `make test`, 60 with `make load`); users: `SEC_LOAD_USERS`;
 think time between a client's requests: `SEC_LOAD_WAIT` ("0.2,1.0" s, a stress profile; "1,3"
-is the SDK's polling cadence; `make load-sdk`).
+is the SDK's polling cadence; `make load-sdk`). Arrival: `SEC_LOAD_SPAWN_RATE` clients per second
+(default: all at once, a burst of simultaneous first requests). With a lower rate the clients
+join over `users / rate` seconds and the statistics are reset once all of them run (locust's
+`--reset-stats`), so the figures are those of all the clients in steady state, for
+`SEC_LOAD_SECONDS` after the ramp.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -68,7 +73,7 @@ def _tenants_with_artifacts(s: Stack) -> tuple[list[str], list[str], list[str]]:
 
 
 def _locust(
-    url: str, out: Path, users: int, seconds: int, *ids: list[str]
+    url: str, out: Path, users: int, seconds: int, spawn_rate: int, ramp: int, *ids: list[str]
 ) -> subprocess.CompletedProcess[str]:
     keys, datasets, artifacts = ids
     env = {
@@ -79,12 +84,13 @@ def _locust(
     }
     argv = [
         sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")),
-        "--headless", "--users", str(users), "--spawn-rate", str(users),
-        "--run-time", f"{seconds}s", "--host", url, "--csv", str(out),
+        "--headless", "--users", str(users), "--spawn-rate", str(spawn_rate),
+        "--run-time", f"{seconds + ramp}s", "--host", url, "--csv", str(out),
         "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0",
+        *(["--reset-stats"] if ramp else []),
     ]  # fmt: skip
     run = subprocess.run(
-        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120
+        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=seconds + ramp + 120
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run
@@ -92,6 +98,8 @@ def _locust(
 
 def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     users, seconds = trials("SEC_LOAD_USERS", 100), trials("SEC_LOAD_SECONDS", 10)
+    spawn_rate = trials("SEC_LOAD_SPAWN_RATE", users)
+    ramp = 0 if spawn_rate >= users else math.ceil(users / spawn_rate)  # seconds
     # The per-tenant caps would (rightly) answer 429 to a hundred clients on four tenants;
     # this measures the service, so they are lifted here and tested in tests/security.
     settings = chaos_settings(
@@ -103,7 +111,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
         log_level="WARNING",
     )
     # Long enough to outlast the whole run: the worker is busy from start to end.
-    slow_jobs = {"SEC_FAKE_STEPS": str(2 * (seconds + 60)), "SEC_FAKE_STEP_SECONDS": "0.5"}
+    slow_jobs = {"SEC_FAKE_STEPS": str(2 * (seconds + ramp + 60)), "SEC_FAKE_STEP_SECONDS": "0.5"}
     with stack(tmp_path, settings) as s:
         keys, datasets, artifacts = _tenants_with_artifacts(s)
         port = free_port()
@@ -119,7 +127,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
             try:
                 _wait_up(url, api, api_log)
                 out = tmp_path / "locust"
-                run = _locust(url, out, users, seconds, keys, datasets, artifacts)
+                run = _locust(url, out, users, seconds, spawn_rate, ramp, keys, datasets, artifacts)
                 worker_busy = s.job(busy).status == "running"
             finally:
                 api.terminate()  # graceful: requests still in flight finish (or fail) first
@@ -146,6 +154,8 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
         users=users,
         seconds=seconds,
         think_time_s=os.environ.get("SEC_LOAD_WAIT", "0.2,1.0").replace(",", "-"),
+        spawn_rate=spawn_rate,
+        stats=f"after-{ramp}s-ramp" if ramp else "from-first-request",
         requests=requests,
         failures=failures,
         failure_ratio=f"{ratio:.4f}",
