@@ -288,9 +288,9 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
             source = "the issue-3 target run (`python -m bench.engine_target`, full data)"
         if plot_lambda(traced, results / PLOTS["lambda"]):
             lines += [
-                f"Trace from {source}.",
-                "",
                 "### Synergy Controller: λ1/λ2 during compression",
+                "",
+                f"Trace from {source}.",
                 "",
                 f"![lambda trace](results/{PLOTS['lambda']})",
                 "",
