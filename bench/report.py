@@ -243,7 +243,7 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
         "# SEC benchmarks (issue 5)",
         "",
         "Regenerate: `make bench` (full, hours on 2 cores) or `make bench BENCH_ARGS=--quick` "
-        "(smoke: small data and short budgets; it aims at 15 min but took 74 min on a loaded 2-core box); `python -m bench --report-only` rebuilds this file and the plots. "
+        "(smoke: small data and short budgets; 13.1 min on a quiet 2-core box, 74 min on a loaded one); `python -m bench --report-only` rebuilds this file and the plots. "
         "MiniLM-L6 on Rotten Tomatoes, one seeded split, every row in the same run of its section. "
         "Sizes are the bytes on disk of the files the row's runtime loads; latencies are medians "
         "of interleaved rounds (all rows timed back to back each round).",
