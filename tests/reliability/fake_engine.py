@@ -45,18 +45,20 @@ def run(
         os.kill(os.getpid(), signal.SIGKILL)
     steps = int(_env_float("SEC_FAKE_STEPS", 10))
     step_seconds = _env_float("SEC_FAKE_STEP_SECONDS", 0.3)
-    callbacks.event("fake.started", "fake engine started", {"pid": os.getpid()})
-    for step in range(steps):
-        if callbacks.should_cancel():
-            raise JobCancelled("cancelled")
-        callbacks.trace(TraceRow(step=step, phase=Phase.COMPRESSING, lambda1=0.5, lambda2=0.5))
-        callbacks.progress(Phase.COMPRESSING, (step + 1) / steps)
-        try:
+    try:
+        callbacks.event("fake.started", "fake engine started", {"pid": os.getpid()})
+        for step in range(steps):
+            if callbacks.should_cancel():
+                raise JobCancelled("cancelled")
+            callbacks.trace(TraceRow(step=step, phase=Phase.COMPRESSING, lambda1=0.5, lambda2=0.5))
+            callbacks.progress(Phase.COMPRESSING, (step + 1) / steps)
             time.sleep(step_seconds)
-        except SoftTimeLimitExceeded:
-            if os.environ.get("SEC_FAKE_IGNORE_SOFT_LIMIT") != "1":
-                raise
-            time.sleep(3600)  # "stuck in native code": only the hard limit stops this
+    except SoftTimeLimitExceeded:
+        # The soft limit can land anywhere in a step (a trace write as well as the sleep), so
+        # the whole loop ignores it: "stuck in native code", only the hard limit stops this.
+        if os.environ.get("SEC_FAKE_IGNORE_SOFT_LIMIT") != "1":
+            raise
+        time.sleep(3600)
     weights = out_dir / "model.safetensors"
     weights.write_bytes(os.urandom(int(_env_float("SEC_FAKE_OUTPUT_BYTES", 1024))))
     manifest = {
