@@ -10,10 +10,6 @@ from sqlalchemy.orm import Session
 from app.db.models import ApiKey, Tenant
 
 
-def get_tenant(session: Session, tenant_id: str) -> Tenant | None:
-    return session.get(Tenant, tenant_id)
-
-
 def get_tenant_by_name(session: Session, name: str) -> Tenant | None:
     return session.scalar(select(Tenant).where(Tenant.name == name))
 

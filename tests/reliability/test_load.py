@@ -98,7 +98,7 @@ def _locust(
 
 def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     users, seconds = trials("SEC_LOAD_USERS", 100), trials("SEC_LOAD_SECONDS", 10)
-    spawn_rate = trials("SEC_LOAD_SPAWN_RATE", users)
+    spawn_rate = max(1, trials("SEC_LOAD_SPAWN_RATE", users))
     ramp = 0 if spawn_rate >= users else math.ceil(users / spawn_rate)  # seconds
     # The per-tenant caps would (rightly) answer 429 to a hundred clients on four tenants;
     # this measures the service, so they are lifted here and tested in tests/security.
