@@ -54,12 +54,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def api_command(host: str, port: int, log_level: str) -> list[str]:
-    return [
+def api_command(host: str, port: int, log_level: str, processes: int = 1) -> list[str]:
+    """uvicorn with the app factory. `processes` > 1 runs that many API processes on one
+    socket (uvicorn `--workers`), a stand-in on one machine for the production shape's N
+    replicas; each has its own model cache and Prometheus histograms (app.metrics)."""
+    cmd = [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
         "--host", host, "--port", str(port), "--log-level", log_level.lower(),
         "--no-access-log",  # the app logs every request itself (app.logging)
     ]  # fmt: skip
+    return [*cmd, "--workers", str(processes)] if processes > 1 else cmd
 
 
 def worker_command(log_level: str, *, beat: bool = True) -> list[str]:

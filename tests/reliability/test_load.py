@@ -8,7 +8,8 @@ is the SDK's polling cadence; `make load-sdk`). Arrival: `SEC_LOAD_SPAWN_RATE` c
 (default: all at once, a burst of simultaneous first requests). With a lower rate the clients
 join over `users / rate` seconds and the statistics are reset once all of them run (locust's
 `--reset-stats`), so the figures are those of all the clients in steady state, for
-`SEC_LOAD_SECONDS` after the ramp.
+`SEC_LOAD_SECONDS` after the ramp. API processes: `SEC_LOAD_API_PROCESSES` (default 1; more
+run uvicorn `--workers`, one machine's stand-in for the production shape's N API replicas).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     users, seconds = trials("SEC_LOAD_USERS", 100), trials("SEC_LOAD_SECONDS", 10)
     spawn_rate = max(1, trials("SEC_LOAD_SPAWN_RATE", users))
     ramp = 0 if spawn_rate >= users else math.ceil(users / spawn_rate)  # seconds
+    api_processes = max(1, trials("SEC_LOAD_API_PROCESSES", 1))
     # The per-tenant caps would (rightly) answer 429 to a hundred clients on four tenants;
     # this measures the service, so they are lifted here and tested in tests/security.
     settings = chaos_settings(
@@ -121,7 +123,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
             busy = s.submit()  # keeps the worker busy while the load runs
             s.wait_mid_engine(busy)
             api = subprocess.Popen(
-                api_command("127.0.0.1", port, "warning"), cwd=REPO_ROOT,
+                api_command("127.0.0.1", port, "warning", api_processes), cwd=REPO_ROOT,
                 env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
@@ -155,6 +157,7 @@ def test_load_smoke(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
         seconds=seconds,
         think_time_s=os.environ.get("SEC_LOAD_WAIT", "0.2,1.0").replace(",", "-"),
         spawn_rate=spawn_rate,
+        api_processes=api_processes,
         stats=f"after-{ramp}s-ramp" if ramp else "from-first-request",
         requests=requests,
         failures=failures,

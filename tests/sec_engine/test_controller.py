@@ -112,10 +112,24 @@ def test_scripted_sequence_is_deterministic_and_bounded() -> None:
     assert first[2].lambda2 < first[1].lambda2  # the drop over T pulls it back
 
 
-def test_exhausted_data_budget_decays_lambda1() -> None:
+def test_exhausted_data_budget_decays_lambda1_once_the_student_caught_up() -> None:
     fresh = decide(_obs(data_budget_used=0.2), adaptive=True, initial=(0.5, 0.5))
     spent = decide(_obs(data_budget_used=1.0), adaptive=True, initial=(0.5, 0.5))
     assert spent.lambda1 < fresh.lambda1
+
+
+def test_lambda1_holds_while_the_student_trails_the_teacher() -> None:
+    # Within T of its own best, size unmet, data budget spent, but 0.5 points under the
+    # teacher: λ2 pushes compression, while the data term keeps its weight.
+    obs = _obs(val_accuracy=0.895, best_accuracy=0.895, data_budget_used=1.0)
+    d = decide(obs, adaptive=True, initial=(0.5, 0.5))
+    assert d.rule == "slack_size_unmet"
+    assert d.lambda2 > 0.5
+    assert d.lambda1 == pytest.approx(0.5)
+    caught_up = decide(
+        _obs(val_accuracy=0.90, data_budget_used=1.0), adaptive=True, initial=(0.5, 0.5)
+    )
+    assert caught_up.lambda1 < 0.5
 
 
 def test_student_below_teacher_but_at_its_best_still_prunes() -> None:

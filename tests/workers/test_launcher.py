@@ -44,3 +44,9 @@ def test_api_uses_the_app_factory() -> None:
     assert "app.main:create_app" in cmd
     assert "--factory" in cmd
     assert cmd[cmd.index("--port") + 1] == "9000"
+    assert "--workers" not in cmd  # one process unless asked
+
+
+def test_api_processes_become_uvicorn_workers() -> None:
+    cmd = api_command("127.0.0.1", 9000, "info", processes=2)
+    assert cmd[cmd.index("--workers") + 1] == "2"
