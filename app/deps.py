@@ -100,7 +100,8 @@ def get_tenant(
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Tenant:
-    tenant, _key = tenants_service.authenticate(session, authorization)
+    tenant, key = tenants_service.authenticate(session, authorization)
+    tenants_service.record_use(app_state(request).side_sessionmaker, key)
     limiter: TenantRateLimiter = request.app.state.rate_limiter
     limiter.check(tenant.id)
     return tenant

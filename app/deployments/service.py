@@ -86,11 +86,13 @@ def view(
 ) -> DeploymentView:
     """Authenticate the key and read the tenant's deployment (or 404), in one transaction."""
     with unit_of_work(factory) as session:
-        tenant, _key = tenants_service.authenticate(session, authorization)
+        tenant, key = tenants_service.authenticate(session, authorization)
         deployment = repo.get(session, tenant.id, deployment_id)
         if deployment is None:
             raise NotFound(f"deployment {deployment_id!r} not found")
-        return DeploymentView(deployment.id, deployment.status, deployment.error_message)
+        view = DeploymentView(deployment.id, deployment.status, deployment.error_message)
+    tenants_service.record_use(factory, key)
+    return view
 
 
 def check_inputs(body: PredictRequest, settings: Settings) -> list[TextInput]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Tenant
@@ -28,6 +29,19 @@ def get_key_and_tenant(session: Session, key_hash: str) -> tuple[ApiKey, Tenant]
         .where(ApiKey.key_hash == key_hash)
     ).one_or_none()
     return None if row is None else (row[0], row[1])
+
+
+def stamp_key_used(session: Session, key_id: str, now: datetime, stale_before: datetime) -> None:
+    """Set `last_used_at = now` unless another request already stamped it since
+    `stale_before` (the WHERE is re-checked after waiting for a concurrent stamp's lock)."""
+    session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale_before),
+        )
+        .values(last_used_at=now)
+    )
 
 
 def get_key(session: Session, tenant_id: str, key_id: str) -> ApiKey | None:

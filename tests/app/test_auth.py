@@ -87,3 +87,10 @@ def test_plaintext_key_is_not_in_the_database(
 
 def test_health_needs_no_key(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_key_use_is_stamped(client: TestClient, tenant_a: TenantKey) -> None:
+    assert client.get("/v1/me", headers=tenant_a.headers).status_code == 200
+    keys = client.get("/v1/keys", headers=tenant_a.headers).json()
+    (mine,) = [k for k in keys if k["id"] == tenant_a.key_id]
+    assert mine["last_used_at"] is not None
