@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_seconds=time.monotonic() - bench_start,
     )
     suffix = ".quick" if args.quick else ""
+    if args.spec != DEFAULT_SPEC:  # another spec's results never overwrite the default's
+        suffix = f".{args.spec.stem}{suffix}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"engine_target{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"engine_target{suffix}.md").write_text(markdown(summary))
