@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="SEC artifact directory")
     args = parser.parse_args(argv)
     command = "python -m bench.engine_target" + (" --quick" if args.quick else "")
-    if args.spec != DEFAULT_SPEC:
+    if args.spec.resolve() != DEFAULT_SPEC.resolve():
         command += f" --spec {args.spec}"
     torch.set_num_threads(THREADS)
     np.set_printoptions(precision=4)
@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_seconds=time.monotonic() - bench_start,
     )
     suffix = ".quick" if args.quick else ""
-    if args.spec != DEFAULT_SPEC:  # another spec's results never overwrite the default's
+    # Another spec's results never overwrite the default's.
+    if args.spec.resolve() != DEFAULT_SPEC.resolve():
         suffix = f".{args.spec.stem}{suffix}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"engine_target{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")

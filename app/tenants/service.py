@@ -104,9 +104,9 @@ def record_use(factory: sessionmaker[Session], key: ApiKey) -> None:
     transaction of its own (`factory`: the side pool).
 
     Not in the request's transaction: the stamp writes the key's row, and that row lock was
-    held until the request committed, so every request presenting the same key in that
-    moment waited for the one before it to finish. The load test's burst (100 clients on
-    two keys starting at once) ran one request at a time per key because of it."""
+    held until the request committed, so once a minute the requests presenting the same key
+    in that moment waited for each other to finish (tests/integration/test_key_use_postgres.py).
+    A request that finds the stamp fresh writes nothing."""
     now = utcnow()
     if key.last_used_at is not None and now - key.last_used_at <= LAST_USED_RESOLUTION:
         return

@@ -3,7 +3,7 @@ for the length of a request.
 
 The stamp used to be written in the request's own transaction, so a second request with the
 same key, arriving while the first was still open, waited on the row lock until the first
-committed: under a burst every key served one request at a time. Here a request's
+committed (once a minute, when the stamp was stale). Here a request's
 transaction is left open after authenticating, and a second request with the same key must
 finish meanwhile; the stamp itself must still be recorded.
 """
