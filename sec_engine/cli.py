@@ -132,6 +132,30 @@ def run(
 
 
 @app.command()
+def plan(
+    spec_path: Annotated[
+        Path, typer.Option("--spec", exists=True, dir_okay=False, help="Job spec YAML")
+    ],
+) -> None:
+    """Dry run: calibrate on this device and print the job's plan, without training."""
+    from sec_engine.pipeline import dry_run  # heavy imports only when asked
+
+    try:
+        spec, inputs = load_spec(spec_path)
+    except ValidationError as exc:
+        console.print(f"[red]invalid spec[/]: {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        result = dry_run(spec, inputs)
+    except EngineError as exc:
+        console.print(f"[red]{exc.code}[/]: {exc.message}")
+        raise typer.Exit(1) from exc
+    for note in result["notes"]:
+        console.print(f"[yellow]{note}[/]")
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
 def version() -> None:
     """Print the engine version."""
     from sec_engine import __version__

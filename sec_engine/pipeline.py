@@ -9,18 +9,28 @@ Phases, in order (each reported through the callbacks):
 - evaluating  / exporting: teacher and compressed model measured side by side on the held-out
               test split, the artifact written, manifest.json last (with every file's sha256).
 
-Time: `budget.max_minutes` is one wall-clock deadline. Each phase takes a share of what is
-left, training stops at its phase deadline keeping the best state, and a reserve is kept for
-measuring and exporting, so the job ends with a model even when the budget runs out.
+Time: after preparing, a short calibration measures what a step costs on this device and the
+job plans its steps (sec_engine.planning) to fit `budget.max_minutes`; the plan is an event
+(`plan`) and part of the manifest, with the predicted and the actual minutes per phase. The
+phases then train their planned steps, whatever the load. The wall clock is a hard cap
+(`budget.hard_cap_minutes`): each phase may use its planned share of what is left of it, a
+reserve is kept for measuring and exporting, and a phase cut short keeps its best state and
+says so (`deadline.reached`), so the job always ends with a model.
+
+Loud warnings, never a silent success: a budget too small for a useful plan
+(`budget.too_small`, with the budget it needs), a teacher no better than predicting the
+majority class on validation (`teacher.weak`). Both are also listed under `warnings` in the
+manifest.
 
 Resume: with `checkpoint_dir`, the teacher phase's result is saved there (see
 sec_engine.checkpoint), and a later run of the same spec on the same inputs restores it
-instead of training the teacher again; the teacher's share of the budget then counts as spent.
+instead of training the teacher again.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import shutil
 import tempfile
@@ -33,7 +43,8 @@ import torch
 from torch import nn
 
 from sec_engine import checkpoint
-from sec_engine.callbacks import EngineCallbacks, Phase
+from sec_engine.calibration import calibrate
+from sec_engine.callbacks import EngineCallbacks, NullCallbacks, Phase
 from sec_engine.data.encoding import encode, pad_id
 from sec_engine.data.splits import DataBundle, load_data
 from sec_engine.export.artifact import (
@@ -52,6 +63,7 @@ from sec_engine.export.manifest import (
     write_json_atomic,
 )
 from sec_engine.models.registry import load_model, select_device
+from sec_engine.planning import Plan, Sizes, Throughput, make_plan, planned_spec
 from sec_engine.reporting import EVENTS_NAME, TRACE_NAME, Reporter
 from sec_engine.result import ArtifactFile, EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
@@ -61,14 +73,12 @@ from sec_engine.stages.registry import build_stages
 from sec_engine.stages.teacher import fine_tune, validation_metrics
 from sec_engine.training import Deadline
 
-# Shares of the remaining wall-clock budget per phase (the rest carries over when unused).
-# The teacher gets the largest share: every later phase learns from it (pseudo-labels, soft
-# targets, KD), so its accuracy caps the student's; the student is small and cheap per step.
-# At 0.45 the issue-3 run's last TAL round stopped at a third of its epochs while the job
-# ended 10 minutes under budget, so the teacher was the bottleneck.
-TEACHER_SHARE = 0.6
-DATA_SHARE = 0.15
-EXPORT_RESERVE = 0.12  # kept back from training for measuring and exporting
+# The reserve kept back from training for measuring and exporting: the plan's prediction for
+# that work times this factor (predictions are rough), at most half of what is left.
+EXPORT_RESERVE_FACTOR = 1.5
+# A teacher whose validation accuracy is not this much above always predicting the most common
+# class has learnt nothing useful: everything distilled from it would be noise.
+WEAK_TEACHER_MARGIN = 0.01
 
 
 def run_job(
@@ -77,41 +87,57 @@ def run_job(
     out_dir: Path,
     callbacks: EngineCallbacks,
     checkpoint_dir: Path | None = None,
+    throughput: Throughput | None = None,
 ) -> EngineResult:
     """Run `spec` on `inputs`, write the artifact into `out_dir`, return its manifest.
 
     `checkpoint_dir`: where the teacher-phase checkpoint is saved and, on a retry, read back.
+    `throughput`: this device's step costs, when known (tests script a device with it);
+    None = calibrate at the start.
     """
     started = time.monotonic()
-    wall = Deadline(spec.budget.max_minutes * 60.0)
+    wall = Deadline(spec.budget.wall_cap_seconds)
     out_dir.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(callbacks, out_dir)
     reporter.enter(Phase.PREPARING)
     seed_everything(spec.seed)
     state, stages = prepare_state(spec, inputs, reporter, wall)
-    training_wall = Deadline(wall.remaining() * (1.0 - EXPORT_RESERVE))
+    plan = plan_job(state, stages, throughput, elapsed_s=time.monotonic() - started)
+    warnings = announce_plan(reporter, plan)
+    state.spec = planned_spec(spec, plan)
+    timer = PhaseTimer()
+    reserve = min(
+        wall.remaining() * 0.5,
+        plan.predicted_seconds["evaluating_exporting"] * EXPORT_RESERVE_FACTOR,
+    )
+    training_wall = Deadline(max(0.0, wall.remaining() - reserve))
+    work = [plan.predicted_seconds[k] for k in ("teacher", "data", "compressing")]
 
     reporter.enter(Phase.TEACHER)
+    timer.enter("teacher")
+    teacher_wall = training_wall.sub(_share(work[0], sum(work)))
     if checkpoint_dir is None:
-        _train_teacher(state, stages, training_wall)
+        _train_teacher(state, stages, teacher_wall)
     else:
-        training_wall = _teacher_with_checkpoint(
-            state, stages, training_wall, inputs, checkpoint_dir
-        )
+        _teacher_with_checkpoint(state, stages, teacher_wall, spec, inputs, checkpoint_dir)
+    warnings += _check_teacher(state)
 
     reporter.enter(Phase.DATA)
-    data_deadline = training_wall.sub(DATA_SHARE)
-    state.deadline = data_deadline
+    timer.enter("data")
+    state.deadline = training_wall.sub(_share(work[1], sum(work[1:])))
     for stage in stages:
         reporter.checkpoint()
         stage.build_data(state)
     reporter.progress(1.0)
 
     reporter.enter(Phase.COMPRESSING)
+    timer.enter("compressing")
     state.deadline = Deadline(training_wall.remaining())
     compressed = _compress(state, stages)
+    warnings += state.deadline_hits
 
     reporter.enter(Phase.EVALUATING)
+    timer.enter("evaluating_exporting")
     with tempfile.TemporaryDirectory(prefix="sec-scratch-") as tmp:
         scratch = Path(tmp)
         teacher_setup = measurement_setup(state, state.tokenizer, state.teacher)
@@ -134,12 +160,30 @@ def run_job(
             max_size_mb=_size_limit(spec, teacher_m),
         )
     reporter.event("export.done", "artifact written", compressed_m.to_dict())
+    timer.enter(None)
     manifest = _manifest(state, stages, teacher_m, compressed_m, time.monotonic() - started)
+    manifest["spec"] = spec.model_dump(mode="json")  # the user's spec; the plan is beside it
+    manifest["plan"] = {**plan.to_dict(), "actual_seconds": timer.seconds}
+    manifest["warnings"] = warnings
     files = _finish(out_dir, manifest)
     reporter.progress(1.0)
     return EngineResult(
         out_dir=out_dir, manifest=manifest, files=files, targets_met=manifest["targets_met"]
     )
+
+
+def dry_run(
+    spec: JobSpec, inputs: ResolvedInputs, throughput: Throughput | None = None
+) -> dict[str, Any]:
+    """What `run_job` would plan for `spec` on this device, without training: the data read
+    and split, the model loaded, the calibration run, the plan returned (as in the `plan`
+    event, plus `fits` and the budget a useful plan needs)."""
+    started = time.monotonic()
+    seed_everything(spec.seed)
+    with tempfile.TemporaryDirectory(prefix="sec-plan-") as tmp:
+        reporter = Reporter(NullCallbacks(), Path(tmp))
+        state, stages = prepare_state(spec, inputs, reporter, Deadline(float("inf")))
+        return plan_job(state, stages, throughput, elapsed_s=time.monotonic() - started).to_dict()
 
 
 def seed_everything(seed: int) -> None:
@@ -201,6 +245,109 @@ def prepare_state(
     return state, stages
 
 
+def plan_job(
+    state: EngineState,
+    stages: list[Stage],
+    throughput: Throughput | None = None,
+    *,
+    elapsed_s: float = 0.0,
+) -> Plan:
+    """Calibrate on this device (unless `throughput` is given) and plan the job's steps."""
+    if throughput is None:
+
+        def student(model: nn.Module) -> nn.Module:
+            for stage in stages:
+                model = stage.student_shape(model)
+            return model
+
+        throughput = calibrate(
+            state.teacher,
+            student,
+            state.features["train"],
+            batch_size=state.spec.training.batch_size,
+            pad=state.pad_id,
+            device=state.device,
+        )
+    data = state.data
+    sizes = Sizes(
+        train=len(data.train),
+        validation=len(data.validation),
+        test=len(data.test),
+        unlabelled=len(data.unlabelled),
+    )
+    return make_plan(state.spec, sizes, throughput, elapsed_s=elapsed_s)
+
+
+def announce_plan(reporter: Reporter, plan: Plan) -> list[str]:
+    """The `plan` event, and a loud `budget.too_small` when no useful plan fits; returns the
+    warnings for the manifest."""
+    seconds = plan.predicted_seconds
+    reporter.event(
+        "plan",
+        f"plan: teacher {plan.teacher_steps} steps, student {plan.student_steps} steps, "
+        f"about {plan.predicted_minutes:.1f} of {plan.budget_seconds / 60:g} min "
+        f"(teacher {seconds['teacher'] / 60:.1f}, student {seconds['compressing'] / 60:.1f})",
+        plan.to_dict(),
+    )
+    if plan.fits:
+        return []
+    message = (
+        f"budget too small: {plan.budget_seconds / 60:g} min; a useful plan needs about "
+        f"{math.ceil(plan.minimum_minutes)} min on this device "
+        f"(the spec's full epochs: {math.ceil(plan.full_minutes)} min)"
+    )
+    reporter.event(
+        "budget.too_small",
+        message,
+        {
+            "budget_minutes": plan.budget_seconds / 60,
+            "minimum_minutes": round(plan.minimum_minutes, 1),
+            "full_minutes": round(plan.full_minutes, 1),
+        },
+    )
+    return [message]
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 1.0
+
+
+def _check_teacher(state: EngineState) -> list[str]:
+    """A teacher no better than the majority class on validation is a loud warning."""
+    labels = [e.label for e in state.data.validation]
+    if not labels:
+        return []
+    baseline = max(labels.count(c) for c in set(labels)) / len(labels)
+    if state.teacher_val_accuracy > baseline + WEAK_TEACHER_MARGIN:
+        return []
+    message = (
+        f"the teacher did not learn: validation accuracy {state.teacher_val_accuracy:.4f} vs "
+        f"{baseline:.4f} for always predicting the most common class; the compressed model "
+        "can be no better (give the job more budget or more labels)"
+    )
+    state.reporter.event(
+        "teacher.weak",
+        message,
+        {"validation_accuracy": state.teacher_val_accuracy, "majority_baseline": baseline},
+    )
+    return [message]
+
+
+class PhaseTimer:
+    """Wall seconds per phase, for the plan's predicted-vs-actual line in the manifest."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def enter(self, name: str | None) -> None:
+        now = time.monotonic()
+        if self._current is not None:
+            phase, since = self._current
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - since, 1)
+        self._current = (name, now) if name is not None else None
+
+
 def _position_limit(model: nn.Module) -> int:
     positions = int(getattr(model.config, "max_position_embeddings", 512))
     # RoBERTa-style models offset positions by the padding index (+2); stay clear of the edge.
@@ -216,18 +363,21 @@ def _teacher_with_checkpoint(
     state: EngineState,
     stages: list[Stage],
     wall: Deadline,
+    spec: JobSpec,
     inputs: ResolvedInputs,
     checkpoint_dir: Path,
-) -> Deadline:
-    """The teacher phase restored from `checkpoint_dir`, or trained and saved there; returns
-    the training deadline left for the later phases (the teacher's share is spent either way)."""
-    fingerprint = checkpoint.input_fingerprint(state.spec, inputs, state.model_source)
+) -> None:
+    """The teacher phase restored from `checkpoint_dir`, or trained and saved there.
+
+    The fingerprint is of the user's `spec`, not the planned one: a retry whose calibration
+    plans a little differently still finds the teacher it trained."""
+    fingerprint = checkpoint.input_fingerprint(spec, inputs, state.model_source)
     restored = checkpoint.try_resume(checkpoint_dir, state, stages, fingerprint)
     if restored is not None:
         trained_by, metrics = restored
         _teacher_done(state, metrics, trained_by, resumed=True)
         state.reporter.progress(1.0)
-        return Deadline(wall.remaining() * (1.0 - TEACHER_SHARE))
+        return
     trained_by, metrics = _train_teacher(state, stages, wall)
     checkpoint.save_teacher(
         checkpoint_dir,
@@ -237,15 +387,14 @@ def _teacher_with_checkpoint(
         trained_by=trained_by,
         validation=metrics,
     )
-    return wall
 
 
 def _train_teacher(
     state: EngineState, stages: list[Stage], wall: Deadline
 ) -> tuple[str, dict[str, float]]:
-    """Train the teacher (a stage owns it, or a plain fine-tune); returns who trained it and
-    its validation metrics."""
-    state.deadline = wall.sub(TEACHER_SHARE)
+    """Train the teacher (a stage owns it, or a plain fine-tune) within `wall`; returns who
+    trained it and its validation metrics."""
+    state.deadline = wall
     owner = next((s.name for s in stages if s.train_teacher(state)), None)
     if owner is None and state.spec.training.teacher_epochs > 0:
         labels = state.train_labels()

@@ -27,12 +27,31 @@ class Task(StrEnum):
     SEQUENCE_CLASSIFICATION = "sequence-classification"
 
 
+HARD_CAP_FACTOR = 2.0  # default wall-clock cap, as a multiple of max_minutes
+
+
 class Budget(StrictModel):
+    """Time and labels a job may spend.
+
+    `max_minutes` sizes the plan: a calibration at the start measures this device's speed and
+    the job plans its steps to fit (sec_engine.planning). Load on the machine makes the planned
+    steps take longer; it does not change them. `hard_cap_minutes` is the wall clock's hard
+    limit: when it passes, the job ends with the best model so far and says so.
+    """
+
     max_minutes: float = Field(
         default=30.0,
         gt=0,
         le=24 * 60,
-        description="Wall-clock budget; the job ends with the best model found so far.",
+        description="Compute budget the job's plan is sized to, at this device's measured speed.",
+    )
+    hard_cap_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        le=48 * 60,
+        description="Wall-clock limit; the job then ends with the best model so far. "
+        f"Default {HARD_CAP_FACTOR:g} x max_minutes, so a busy machine slows the plan down "
+        "instead of cutting it short.",
     )
     label_budget: float = Field(
         default=1.0,
@@ -40,6 +59,17 @@ class Budget(StrictModel):
         le=1,
         description="Fraction of the labelled training rows whose labels may be used (TAL spends it).",
     )
+
+    @model_validator(mode="after")
+    def _cap_above_budget(self) -> Self:
+        if self.hard_cap_minutes is not None and self.hard_cap_minutes < self.max_minutes:
+            raise ValueError("budget.hard_cap_minutes must be at least budget.max_minutes")
+        return self
+
+    @property
+    def wall_cap_seconds(self) -> float:
+        cap = self.hard_cap_minutes
+        return 60.0 * (cap if cap is not None else HARD_CAP_FACTOR * self.max_minutes)
 
 
 class Targets(StrictModel):

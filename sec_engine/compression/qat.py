@@ -7,16 +7,19 @@ Usage::
     ...train...
     strip_qat(model)                          # plain nn.Linear again, with the trained weights
 
-What is simulated, and why it matches the deliverable: weights are quantized symmetric to
-int8 ([-127, 127]) with one scale per tensor (scale = max|w| / 127), as the export does
-(`sec_engine.export.onnx_export.quantize_onnx_int8`: ONNX Runtime's ``quantize_dynamic`` with
-``per_channel=False``, and torch's dynamic quantization, both per tensor); ``per_channel=True``
-simulates one scale per output row instead. Training against a finer grid than the export
-uses lets the weights rely on precision they will not have: on MiniLM + Rotten Tomatoes that
-mismatch cost 0.8 test accuracy points at export. Activations (``quantize_activations=True``)
-are asymmetric per tensor to uint8 with min/max taken from the current batch, as dynamic
-quantization does at inference. Rounding has no useful gradient, so the backward pass treats
-it as identity (straight-through estimator, Bengio et al. 2013).
+What is simulated, and why it matches the deliverable: weights are quantized as the export
+quantizes them, by one definition both read (:data:`EXPORT_SCHEME`): symmetric int8 with one
+scale per output channel, in ONNX Runtime's reduced range [-64, 64]. Training against a finer
+grid than the export uses lets the weights rely on precision they will not have: on MiniLM +
+Rotten Tomatoes that mismatch cost 0.8 test accuracy points at export. Why this scheme, measured
+on the all-label MiniLM teacher (validation + test, 2,550 rows, post-training quantization, no
+QAT; ``bench/results/int8_schemes.md``): one scale per tensor lost 0.98 points; per channel
+0.51; per channel in the reduced range 0.20. The reduced range exists because x86 CPUs
+without VNNI multiply uint8 activations by int8 weights with an instruction (VPMADDUBSW) whose
+16-bit sums saturate; 7-bit weights keep them in range. Activations
+(``quantize_activations=True``) are asymmetric per tensor to uint8 with min/max taken from the
+current batch, as dynamic quantization does at inference. Rounding has no useful gradient, so
+the backward pass treats it as identity (straight-through estimator, Bengio et al. 2013).
 
 A small custom STE instead of ``torch.ao.quantization.FakeQuantize``: that still runs in torch
 2.13, but the package warns that it is deprecated (moving to torchao) and slated for removal,
@@ -29,22 +32,41 @@ buffers), so parameter identity, optimizer state, hooks (e.g. pruning gates) and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_QMAX = 127.0
 _EPS = 1e-8
 
 
-def fake_quant_weight(weight: torch.Tensor, *, per_channel: bool = False) -> torch.Tensor:
-    """Symmetric int8 fake quantization (one scale per tensor, or per output row) with a
-    straight-through gradient."""
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How weights become int8: the export applies it, QAT simulates it (one owner)."""
+
+    per_channel: bool
+    reduce_range: bool
+
+    @property
+    def qmax(self) -> float:
+        """Largest level of the symmetric grid (ONNX Runtime: [-64, 64] reduced, else ±127)."""
+        return 64.0 if self.reduce_range else 127.0
+
+
+EXPORT_SCHEME = Int8Scheme(per_channel=True, reduce_range=True)
+
+
+def fake_quant_weight(
+    weight: torch.Tensor, *, per_channel: bool = False, qmax: float = 127.0
+) -> torch.Tensor:
+    """Symmetric int8 fake quantization (one scale per tensor, or per output row) onto
+    [-qmax, qmax], with a straight-through gradient."""
     w = weight.float()
     a = w.detach().abs()
     peak = a.amax(dim=1, keepdim=True) if per_channel else a.amax()
-    scale = (peak / _QMAX).clamp_min(_EPS)
-    q = (w / scale).round().clamp(-_QMAX, _QMAX) * scale
+    scale = (peak / qmax).clamp_min(_EPS)
+    q = (w / scale).round().clamp(-qmax, qmax) * scale
     return (w + (q - w).detach()).to(weight.dtype)
 
 
@@ -66,10 +88,13 @@ class FakeQuantLinear(nn.Linear):
 
     sec_quantize_activations: bool = False
     sec_per_channel: bool = False
+    sec_qmax: float = 127.0
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         x = fake_quant_activation(input) if self.sec_quantize_activations else input
-        weight = fake_quant_weight(self.weight, per_channel=self.sec_per_channel)
+        weight = fake_quant_weight(
+            self.weight, per_channel=self.sec_per_channel, qmax=self.sec_qmax
+        )
         return F.linear(x, weight, self.bias)
 
 
@@ -77,17 +102,18 @@ def prepare_qat(
     model: nn.Module,
     *,
     quantize_activations: bool = False,
-    per_channel: bool = False,
+    scheme: Int8Scheme = EXPORT_SCHEME,
     skip: tuple[str, ...] = (),
 ) -> int:
     """Turn every nn.Linear (except names starting with a prefix in ``skip``) into a
-    FakeQuantLinear, in place; return how many were converted. Idempotent."""
+    FakeQuantLinear on `scheme`'s grid, in place; return how many were converted. Idempotent."""
     converted = 0
     for name, module in model.named_modules():
         if type(module) is nn.Linear and not any(name.startswith(s) for s in skip):
             object.__setattr__(module, "__class__", FakeQuantLinear)
             object.__setattr__(module, "sec_quantize_activations", quantize_activations)
-            object.__setattr__(module, "sec_per_channel", per_channel)
+            object.__setattr__(module, "sec_per_channel", scheme.per_channel)
+            object.__setattr__(module, "sec_qmax", scheme.qmax)
             converted += 1
     return converted
 
@@ -99,6 +125,7 @@ def strip_qat(model: nn.Module) -> int:
         if isinstance(module, FakeQuantLinear):
             module.__dict__.pop("sec_quantize_activations", None)
             module.__dict__.pop("sec_per_channel", None)
+            module.__dict__.pop("sec_qmax", None)
             object.__setattr__(module, "__class__", nn.Linear)
             stripped += 1
     return stripped

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sec_engine.compression.qat import EXPORT_SCHEME, Int8Scheme
+
 OPSET = 17
 
 
@@ -58,10 +60,17 @@ def export_onnx(
     return path
 
 
-def quantize_onnx_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 (QInt8 weights, activations quantized at run time), embeddings included."""
+def quantize_onnx_int8(src: Path, dst: Path, scheme: Int8Scheme = EXPORT_SCHEME) -> Path:
+    """Dynamic int8 (QInt8 weights on `scheme`'s grid, activations quantized at run time),
+    embeddings included. QAT trains against the same scheme (`compression.qat`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(
+        src,
+        dst,
+        weight_type=QuantType.QInt8,
+        per_channel=scheme.per_channel,
+        reduce_range=scheme.reduce_range,
+    )
     return dst

@@ -91,6 +91,9 @@ class AdaStage(Stage):
     def _rebuild(self, state: EngineState, model: nn.Module, rows: int, seed_offset: int) -> None:
         if not self.operators or not state.labelled:
             return
+        if state.deadline.expired():
+            state.note_deadline("augmentation", "the augmented set was not (re)built")
+            return
         rng = np.random.default_rng([state.spec.seed, 17, seed_offset])
         pick = rng.choice(len(state.labelled), size=min(rows, len(state.labelled)), replace=False)
         train_idx = [state.labelled[int(i)] for i in pick]

@@ -72,6 +72,7 @@ class EngineState:
     max_len: int = 128  # tokens per row after truncation
     data_version: int = 0  # bumped when soft_sets change, so the loop rebuilds its pool
     student_tokenizer: Any | None = None  # set when vocabulary pruning rewrote the tokenizer
+    deadline_hits: list[str] = field(default_factory=list)  # what the wall-clock cap cut short
 
     @property
     def num_labels(self) -> int:
@@ -82,6 +83,13 @@ class EngineState:
 
     def labelled_features(self) -> list[Features]:
         return [self.features["train"][i] for i in self.labelled]
+
+    def note_deadline(self, where: str, detail: str) -> None:
+        """The hard wall-clock cap stopped `where` before its planned work was done: a
+        `deadline.reached` event and a warning in the manifest, never a silent cut."""
+        message = f"the wall-clock cap cut {where} short: {detail}"
+        self.deadline_hits.append(message)
+        self.reporter.event("deadline.reached", message, {"where": where})
 
 
 @dataclass
@@ -126,6 +134,11 @@ class Stage:
 
     def build_student(self, state: EngineState) -> None:
         return None
+
+    def student_shape(self, model: nn.Module) -> nn.Module:
+        """The student this stage would build from `model` (a throwaway copy of the teacher),
+        without side effects: the calibration times steps on it before any training."""
+        return model
 
     def loss_terms(self, state: EngineState, ctx: StepContext) -> LossTerms:
         return LossTerms()

@@ -16,7 +16,6 @@ most compressed, still acceptable); if none was, the most accurate ones.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,8 +132,6 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
     target_mb = size_target_mb(state)
     decision = initial_decision(state.lambda1, state.lambda2)
     data_credit = 0.0
-    started = time.monotonic()
-    budget = state.deadline.remaining()
     good: tuple[int, dict[str, torch.Tensor]] | None = None
     best: tuple[float, dict[str, torch.Tensor]] = (-1.0, copy.deepcopy(student.state_dict()))
     size_gap = 1.0
@@ -147,9 +144,8 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
     for step in range(1, total + 1):
         state.reporter.checkpoint()
         if state.deadline.expired() or decision.stop_training:
-            state.reporter.event(
-                "compression.stopped", "time budget spent: keeping the best state", {"step": step}
-            )
+            if state.deadline.expired():
+                state.note_deadline("student training", f"{step - 1} of {total} planned steps")
             if step - 1 > last_eval:
                 # The steps since the last evaluation are trained weights too: judge them
                 # before choosing, or a deadline between evaluations throws them away.
@@ -210,9 +206,7 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
             state.reporter.progress(step / total)
         if step % cfg.eval_every_steps == 0 or step == total:
             last_eval = step
-            obs, acc = _observe(
-                state, stages, pool, step, decision, target_mb, started, budget, best[0]
-            )
+            obs, acc = _observe(state, stages, pool, step, total, decision, target_mb, best[0])
             size_gap = obs.size_gap
             decision = decide(
                 obs,
@@ -253,14 +247,14 @@ def _observe(
     stages: list[Stage],
     pool: _DataPool,
     step: int,
+    total: int,
     decision: Decision,
     target_mb: float | None,
-    started: float,
-    budget: float,
     best_before: float,
 ) -> tuple[Observation, float]:
     """Evaluate the student; the observation's reference includes this evaluation's accuracy
-    in the student's best so far (a new best is never a drop)."""
+    in the student's best so far (a new best is never a drop). `time_used` is the share of
+    the planned steps done, not of the wall clock: load must not change the decisions."""
     assert state.student is not None
     acc = validation_metrics(state, state.student)["accuracy"]
     progress = [p for s in stages if (p := s.sparsity_progress()) is not None]
@@ -277,7 +271,7 @@ def _observe(
         size_target_mb=target_mb,
         sparsity_progress=min(progress) if progress else 1.0,
         data_budget_used=min(1.0, pool.seen / len(pool)) if len(pool) else 0.0,
-        time_used=min(1.0, (time.monotonic() - started) / budget) if budget > 0 else 1.0,
+        time_used=min(1.0, step / total) if total else 1.0,
         best_accuracy=max(best_before, acc),
     )
     return obs, acc

@@ -64,7 +64,15 @@ class SqdStage(Stage):
                 for f in state.features[split]:
                     self.used_ids.update(f["input_ids"])
 
+    def student_shape(self, model: nn.Module) -> nn.Module:
+        student: nn.Module
+        student, _ = make_student(model, self.num_layers, "uniform")
+        if self.config.qat:
+            prepare_qat(student)
+        return student
+
     def build_student(self, state: EngineState) -> None:
+        student: Any
         student, self.layer_map = make_student(state.teacher, self.num_layers, "uniform")
         for p in student.parameters():
             p.requires_grad_(True)

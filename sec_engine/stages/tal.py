@@ -151,6 +151,11 @@ class TalStage(Stage):
     ) -> list[int]:
         if k <= 0 or not pool:
             return []
+        if state.deadline.expired():  # no time to score: buy at random, and say so
+            state.note_deadline("label acquisition", f"{k} labels bought at random")
+            return [
+                pool[int(i)] for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False)
+            ]
         n_cand = min(len(pool), CANDIDATES_PER_LABEL * k)
         candidates = [pool[int(i)] for i in rng.choice(len(pool), size=n_cand, replace=False)]
         feats = [state.features["train"][i] for i in candidates]
@@ -164,6 +169,9 @@ class TalStage(Stage):
     def _score_pool(self, state: EngineState, pool: list[int]) -> tuple[list[Features], np.ndarray]:
         """Teacher probabilities on unbought training rows and the unlabelled pool."""
         feats = [state.features["train"][i] for i in pool] + state.features["unlabelled"]
+        if state.deadline.expired():
+            state.note_deadline("pseudo-labelling", f"{len(feats)} pool rows left unscored")
+            feats = []
         if len(feats) > MAX_PSEUDO_SCORED:
             rng = np.random.default_rng([state.spec.seed, 13])
             feats = [

@@ -78,7 +78,7 @@ def fine_tune(
             lo, hi = progress
             state.reporter.progress(lo + (hi - lo) * step / total)
 
-    return fit(
+    result = fit(
         model,
         batches=epoch_batches(features, cfg.batch_size, state.pad_id, seed),
         loss_fn=loss_fn,
@@ -89,3 +89,6 @@ def fine_tune(
         deadline=deadline,
         checkpoint=checkpoint,
     )
+    if result.stopped_by_deadline:
+        state.note_deadline("teacher training", f"{result.steps} of {total} planned steps")
+    return result

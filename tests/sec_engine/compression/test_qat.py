@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,8 @@ from sec_engine.compression import (
     prepare_qat,
     strip_qat,
 )
-from sec_engine.compression.qat import fake_quant_activation, fake_quant_weight
+from sec_engine.compression.qat import EXPORT_SCHEME, fake_quant_activation, fake_quant_weight
+from sec_engine.export.onnx_export import quantize_onnx_int8
 
 from .tiny_models import build_tiny, make_inputs
 
@@ -31,16 +34,48 @@ def test_weights_land_on_a_per_channel_int8_grid() -> None:
     assert not torch.equal(q, w)
 
 
-def test_default_weight_grid_is_per_tensor_like_the_export() -> None:
+def test_the_qat_grid_is_the_grid_onnx_runtime_exports(tmp_path: Path) -> None:
+    """QAT must train on exactly the int8 weights the export writes (EXPORT_SCHEME)."""
+    import onnx
+    from onnx import numpy_helper
+
+    gen = torch.Generator().manual_seed(1)
+    linear = nn.Linear(16, 12, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(12, 16, generator=gen))
+        linear.weight[3] *= 50  # one wide row: per-tensor scales would coarsen the others
+    fp32 = tmp_path / "linear.onnx"
+    torch.onnx.export(
+        linear,
+        (torch.randn(2, 16),),
+        str(fp32),
+        input_names=["x"],
+        dynamo=False,
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    quantize_onnx_int8(fp32, tmp_path / "linear.int8.onnx")
+    inits = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(str(tmp_path / "linear.int8.onnx")).graph.initializer
+    }
+    q = next(v for k, v in inits.items() if k.endswith("_quantized"))
+    scale = next(v for k, v in inits.items() if k.endswith("_scale") and v.size == 12)
+    exported = torch.from_numpy(q.astype("float32") * scale).T  # (out, in) like nn.Linear
+    simulated = fake_quant_weight(
+        linear.weight.detach(), per_channel=EXPORT_SCHEME.per_channel, qmax=EXPORT_SCHEME.qmax
+    )
+    torch.testing.assert_close(simulated, exported, atol=1e-6, rtol=1e-5)
+    assert q.min() >= -EXPORT_SCHEME.qmax and q.max() <= EXPORT_SCHEME.qmax
+
+
+def test_per_tensor_grid_is_coarser_for_narrow_rows() -> None:
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(6, 10, generator=gen)
     w[2] *= 100
     q = fake_quant_weight(w)
-    scale = w.abs().max() / 127  # one scale: ONNX Runtime quantize_dynamic, per_channel=False
+    scale = w.abs().max() / 127
     steps = q / scale
     torch.testing.assert_close(steps, steps.round(), atol=1e-3, rtol=0)
-    assert steps.abs().max() <= 127 + 1e-3
-    # the small rows land on the coarse shared grid, unlike per-channel
     assert not torch.allclose(q, fake_quant_weight(w, per_channel=True))
 
 

@@ -1,0 +1,124 @@
+"""Calibration: what one step of each kind costs on this device, measured at the job's start.
+
+The plan (`sec_engine.planning`) is sized from these numbers, so they must describe the
+device, not the moment: on a CPU each measurement is the process's CPU time over the timed
+work divided by the threads it runs on. A second process keeping the cores busy stretches the
+wall clock of a step, not the CPU time it burns, so a busy worker plans the same steps as a
+quiet one and just takes longer to run them. On CUDA the wall clock (after a synchronize) is
+the device's time.
+
+Everything runs on throwaway copies (the teacher's weights, the optimizer and the RNGs a job
+trains with are untouched), on real training batches, each timed after an untimed run of the
+same shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sec_engine.data.encoding import Batch, Features, length_grouped_batches
+from sec_engine.planning import Throughput
+from sec_engine.training import forward
+
+TIMED_STEPS = 4
+INFER_ROWS = 128
+
+
+def _clock(device: torch.device) -> Callable[[], float]:
+    if device.type == "cuda":
+
+        def wall() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        return wall
+    threads = max(1, torch.get_num_threads())
+    return lambda: time.process_time() / threads
+
+
+def _batches(features: Sequence[Features], batch_size: int, pad: int, n: int) -> list[Batch]:
+    """`n` batches drawn as training draws them (length-grouped, so padded alike), from a
+    fixed seed rather than the job's generators."""
+    stream = length_grouped_batches(features, batch_size, pad, np.random.default_rng(12345))
+    return [b for _, b in zip(range(n), stream, strict=False)]
+
+
+def _time(fn: Callable[[Batch], object], batches: list[Batch], clock: Callable[[], float]) -> float:
+    """Mean cost per batch in steady state: every batch runs once untimed first, because the
+    first call on a new shape costs up to twice as much (kernel and allocator set-up) and a
+    job's thousands of steps reuse a few dozen shapes."""
+    for b in batches:
+        fn(b)
+    start = clock()
+    for b in batches:
+        fn(b)
+    return (clock() - start) / len(batches)
+
+
+def calibrate(
+    teacher: nn.Module,
+    make_student: Callable[[nn.Module], nn.Module] | None,
+    features: Sequence[Features],
+    *,
+    batch_size: int,
+    pad: int,
+    device: torch.device,
+) -> Throughput:
+    """Seconds per teacher training step, per compression step and per row scored.
+
+    `make_student(copy_of_teacher)` builds the compression student (None: the student is a
+    copy of the teacher). `features` are training rows: steps are timed on their lengths.
+    """
+    started = time.monotonic()
+    clock = _clock(device)
+    batches = _batches(features, batch_size, pad, TIMED_STEPS)
+    labels = torch.zeros(batch_size, dtype=torch.long, device=device)
+    rng_state = torch.get_rng_state()
+
+    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], None]:
+        def step(b: Batch) -> None:
+            logits, _ = forward(model, b.inputs, device)
+            loss = F.cross_entropy(logits, labels[: len(b.index)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+        return step
+
+    work = copy.deepcopy(teacher).to(device).train()
+    teacher_step = _time(
+        train_step(work, torch.optim.AdamW(work.parameters(), lr=1e-9)), batches, clock
+    )
+    rows = _batches(features, INFER_ROWS, pad, 2)
+    work.eval()
+    with torch.no_grad():
+        teacher_row = _time(lambda b: forward(work, b.inputs, device), rows, clock) / INFER_ROWS
+
+        def teacher_hidden(b: Batch) -> None:
+            forward(work, b.inputs, device, hidden_states=True)
+
+        teacher_fwd = _time(teacher_hidden, batches, clock)
+    student = make_student(copy.deepcopy(teacher)) if make_student else copy.deepcopy(teacher)
+    student.to(device).train()
+    student_train = _time(
+        train_step(student, torch.optim.AdamW(student.parameters(), lr=1e-9)), batches, clock
+    )
+    student.eval()
+    with torch.no_grad():
+        student_row = _time(lambda b: forward(student, b.inputs, device), rows, clock) / INFER_ROWS
+    torch.set_rng_state(rng_state)
+    return Throughput(
+        teacher_step_s=teacher_step,
+        teacher_infer_row_s=teacher_row,
+        student_step_s=student_train + teacher_fwd,
+        student_infer_row_s=student_row,
+        calibration_s=time.monotonic() - started,
+        how="cuda wall clock" if device.type == "cuda" else "process CPU time / threads",
+    )
