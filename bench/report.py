@@ -328,8 +328,27 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
             for r in rows
         ]
         lines += ["", f"![label efficiency](results/{PLOTS['labels']})", ""]
+    waterfall = load_section("waterfall", results)
+    if waterfall is not None:
+        from bench.waterfall import waterfall_markdown
+
+        lines += [
+            "## Drop waterfall: what each step costs, and the naive pipeline",
+            "",
+            _provenance(waterfall),
+            "",
+            *waterfall_markdown(waterfall),
+            "",
+        ]
     missing = [
-        s for s, d in (("compression", comp), ("table1", t1), ("labels", labels)) if d is None
+        s
+        for s, d in (
+            ("compression", comp),
+            ("table1", t1),
+            ("labels", labels),
+            ("waterfall", waterfall),
+        )
+        if d is None
     ]
     if missing:
         lines += [

@@ -58,6 +58,7 @@ from bench.measure import (
 )
 from bench.tables import SCHEMA_VERSION, Row
 from bench.variants import from_teacher, variant
+from bench.waterfall import section_waterfall
 from sec_engine.cli import load_spec
 from sec_engine.data.rotten_tomatoes import write_csv
 from sec_engine.data.splits import DataBundle, load_data
@@ -67,7 +68,7 @@ from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 
 DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
-SECTIONS = ("compression", "table1", "labels")
+SECTIONS = ("compression", "table1", "labels", "waterfall")
 
 
 @dataclass(frozen=True)
@@ -550,6 +551,7 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "compression": section_compression,
     "table1": section_table1,
     "labels": section_labels,
+    "waterfall": section_waterfall,
 }
 
 

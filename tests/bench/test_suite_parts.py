@@ -217,3 +217,30 @@ def test_stripping_zero_structures_keeps_logits_and_shrinks_the_model(tmp_path: 
     assert (views[0].num_heads, views[0].ffn_width) == (3, 54)
     assert (views[1].num_heads, views[1].ffn_width) == (4, 64)
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+def test_waterfall_steps_are_differences_of_the_rows() -> None:
+    from bench.waterfall import waterfall_markdown, waterfall_steps
+
+    names_acc = [
+        ("reference teacher (all labels), fp32", 0.85),
+        ("SEC job's own teacher (label budget), fp32", 0.845),
+        ("3-layer student (KD), fp32", 0.835),
+        ("+ head/FFN pruning, fp32", 0.834),
+        ("+ vocabulary pruning, fp32", 0.834),
+        ("naive pipeline: + ONNX Runtime int8 PTQ", 0.826),
+        ("+ QAT int8 instead of PTQ", 0.831),
+        ("SEC (TAL, ADA, adaptive controller, QAT)", 0.84),
+    ]
+    rows = [Row(name, "waterfall", "waterfall", accuracy=acc) for name, acc in names_acc]
+    steps = {s["step"]: s["points"] for s in waterfall_steps(rows)}
+    assert steps["label budget (teacher)"] == -0.5
+    assert steps["layers (KD)"] == -1.5
+    assert steps["int8, PTQ (naive pipeline)"] == -0.8
+    assert steps["int8, QAT instead of PTQ"] == 0.5
+    assert steps["total: SEC vs the reference teacher"] == -1.0
+    assert steps["SEC vs the naive pipeline"] == 1.4
+    md = "\n".join(
+        waterfall_markdown({"rows": [r.to_dict() for r in rows], "steps": waterfall_steps(rows)})
+    )
+    assert "| SEC vs the naive pipeline | +1.40 |" in md
