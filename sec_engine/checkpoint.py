@@ -28,11 +28,12 @@ at the end of the teacher phase, and replays its trace rows, so the later phases
 manifest (labels used, ``techniques``, controller decisions) are what an uninterrupted run
 would give, up to wall-clock effects.
 
-Budget on a resumed attempt: every attempt gets its own ``max_minutes`` clock, split by the
-usual phase shares. The checkpoint stands for the teacher's share, so that share is treated
-as spent: the later phases get the budgets they would have had after a teacher that used its
-whole share (as on the real runs, where the teacher is the bottleneck), and the resumed
-attempt ends well inside ``max_minutes``.
+Budget on a resumed attempt: every attempt makes its own plan and has its own wall-clock cap;
+the restored teacher replaces the planned teacher steps, and the later phases run theirs.
+
+What identifies a checkpoint is the teacher's part of the spec (`teacher_spec_view`) plus
+the model and data files, so a spec that changes only the compression side (student,
+pruning, targets, controller, augmentation) resumes from the teacher it trained.
 """
 
 from __future__ import annotations
@@ -81,8 +82,23 @@ class TeacherCheckpoint:
     arrays: dict[str, np.ndarray]
 
 
+def teacher_spec_view(spec: JobSpec) -> dict[str, Any]:
+    """The parts of a spec that decide the teacher phase: base model, data and split, seed,
+    device, the label budget, TAL and the teacher's training settings. Compression, targets,
+    the controller, ADA (which runs after the teacher) and the time budget are left out, so a
+    spec that changes only those reuses the teacher it trained."""
+    d = spec.model_dump(mode="json")
+    for key in ("targets", "controller"):
+        d.pop(key)
+    d["techniques"] = {"tal": d["techniques"]["tal"]}
+    d["budget"] = {"label_budget": d["budget"]["label_budget"]}
+    d["training"] = {k: v for k, v in d["training"].items() if not k.startswith("student_")}
+    return d
+
+
 def input_fingerprint(spec: JobSpec, inputs: ResolvedInputs, model_source: str) -> str:
-    """sha256 over what decides the teacher phase: the spec, the model files, the data files."""
+    """sha256 over what decides the teacher phase: the teacher's part of the spec
+    (`teacher_spec_view`), the model files, the data files."""
     source = Path(model_source)
     model_files = (
         {
@@ -100,7 +116,7 @@ def input_fingerprint(spec: JobSpec, inputs: ResolvedInputs, model_source: str) 
     }
     payload = {
         "format": FORMAT_VERSION,
-        "spec": spec.model_dump(mode="json"),
+        "spec": teacher_spec_view(spec),
         "model": {"ref": inputs.model, "files": model_files},
         "data": {k: None if p is None else sha256_file(p) for k, p in data.items()},
     }
@@ -252,10 +268,14 @@ def restore_teacher(
         )
         if wrong:
             raise CheckpointInvalid(f"teacher weights do not fit the model (e.g. {wrong[0]})")
-        names = {s.name for s in stages}
-        if set(meta["stages"]) != names:
-            raise CheckpointInvalid("made with other techniques enabled")
-        stage_states = {s.name: _decode_stage(arrays, meta["stages"][s.name]) for s in stages}
+        # Stages work in the teacher phase only when the fingerprint covers them (TAL); the
+        # others (ADA, AIP, SQD) may differ between the saving and the resuming spec.
+        saved_stages = meta["stages"]
+        stage_states = {
+            s.name: _decode_stage(arrays, saved_stages[s.name])
+            for s in stages
+            if s.name in saved_stages
+        }
         soft_sets = [_get_soft_set(arrays, d) for d in meta["soft_sets"]]
         labelled = [int(i) for i in meta["labelled"]]
         if any(not 0 <= i < len(state.data.train) for i in labelled):
@@ -265,11 +285,14 @@ def restore_teacher(
         trained_by = str(meta["trained_by"])
         validation = {str(k): float(v) for k, v in meta["validation"].items()}
         teacher_val_accuracy = float(meta["teacher_val_accuracy"])
-        lambdas = [float(x) for x in meta["lambda"]]
+        # λ is checked but not restored: the teacher phase never moves it, and the resuming
+        # spec's controller (outside the fingerprint) decides where it starts.
+        [float(x) for x in meta["lambda"]]
         # Stages check what they are given before they keep any of it; they go first so that
         # a refusal leaves the teacher and the state untouched.
         for stage in stages:
-            stage.restore_checkpoint(state, stage_states[stage.name])
+            if stage.name in stage_states:
+                stage.restore_checkpoint(state, stage_states[stage.name])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CheckpointInvalid(f"incomplete checkpoint: {exc!r}") from exc
 
@@ -278,7 +301,6 @@ def restore_teacher(
     state.labelled = labelled
     state.soft_sets = soft_sets
     state.teacher_val_accuracy = teacher_val_accuracy
-    state.lambda1, state.lambda2 = lambdas
     for row in trace:
         state.reporter.trace(row)
     _apply_rng(rng, state)

@@ -261,3 +261,36 @@ def test_a_failed_write_is_reported_and_leaves_no_checkpoint(
     assert "No space left" in next(m for k, m, _ in cb.events if k == "checkpoint.failed")
     assert list(root.iterdir()) == []  # the temporary folder went too
     assert checkpoint.load_teacher(root, "f") is None
+
+
+def test_a_spec_that_changes_only_compression_reuses_the_teacher(
+    saved: tuple[Path, EngineResult, RecordingCallbacks],
+    tiny_bert_dir: Path,
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ckpt = _copy(saved[0], tmp_path)
+    _no_teacher_training(monkeypatch)
+    other = _spec(
+        data,
+        targets={"latency_batch_size": 4, "latency_seq_len": 16, "max_accuracy_drop": 0.05},
+        controller={"adaptive": False},
+        techniques={"ada": OFF, "tal": {"rounds": 2}, "aip": OFF, "sqd": {"student_layers": 1}},
+    )
+    _, cb = _run(other, tiny_bert_dir, data, tmp_path / "out", ckpt)
+    assert "checkpoint.resumed" in _kinds(cb)
+
+
+def test_the_teacher_view_keeps_what_the_teacher_depends_on() -> None:
+    base = _spec(Path("d.csv"))
+    view = checkpoint.teacher_spec_view(base)
+    assert view["techniques"] == {"tal": base.techniques.tal.model_dump(mode="json")}
+    assert "student_epochs" not in view["training"]
+    assert view["training"]["teacher_epochs"] == 2
+    for change in (
+        {"seed": 3},
+        {"budget": {"label_budget": 0.5}},
+        {"techniques": {"ada": OFF, "tal": {"rounds": 3}, "aip": OFF, "sqd": OFF}},
+    ):
+        assert checkpoint.teacher_spec_view(_spec(Path("d.csv"), **change)) != view

@@ -65,7 +65,8 @@ def test_the_qat_grid_is_the_grid_onnx_runtime_exports(tmp_path: Path) -> None:
         linear.weight.detach(), per_channel=EXPORT_SCHEME.per_channel, qmax=EXPORT_SCHEME.qmax
     )
     torch.testing.assert_close(simulated, exported, atol=1e-6, rtol=1e-5)
-    assert q.min() >= -EXPORT_SCHEME.qmax and q.max() <= EXPORT_SCHEME.qmax
+    assert q.min() >= -EXPORT_SCHEME.qmax
+    assert q.max() <= EXPORT_SCHEME.qmax
 
 
 def test_per_tensor_grid_is_coarser_for_narrow_rows() -> None:
