@@ -27,7 +27,8 @@ SIZES = Sizes(train=640, validation=80, test=80, unlabelled=100)
 
 class InlineWorker:
     """`step_s`: seconds a training step takes on the scripted device (inference rows cost a
-    hundredth of it); raise it to make the budget too small."""
+    hundredth of it); raise it to make the budget too small. `fail_with`: an engine error the
+    dry run raises instead."""
 
     def __init__(self, settings: Settings, db: sessionmaker[Session]) -> None:
         self.ctx = WorkerContext(
@@ -37,6 +38,7 @@ class InlineWorker:
             worker_id="inline-worker",
         )
         self.step_s = 0.05
+        self.fail_with: Exception | None = None
         self.outcomes: list[Outcome] = []
 
     def run(self, job_id: str) -> None:
@@ -50,6 +52,8 @@ class InlineWorker:
         from sec_engine.pipeline import announce_plan
         from sec_engine.reporting import Reporter
 
+        if self.fail_with is not None:
+            raise self.fail_with
         device = Throughput(
             teacher_step_s=self.step_s,
             teacher_infer_row_s=self.step_s / 100,

@@ -21,6 +21,7 @@ from sec_client import (
     SecAPIError,
     SecClient,
     SecConnectionError,
+    SecError,
     StreamEnd,
     TraceRow,
 )
@@ -179,6 +180,17 @@ def test_plan_too_small_for_the_budget_says_so_and_what_it_needs(
     assert [w.startswith("budget too small") for w in plan.warnings] == [True]
     kinds = [e.kind for e in sec.events(plan.job_id or "").data]
     assert kinds.index("plan") < kinds.index("budget.too_small")
+
+
+def test_a_failed_dry_run_raises_with_the_jobs_error(
+    sec: SecClient, dataset_a: str, inline_worker: InlineWorker
+) -> None:
+    from sec_engine.errors import DatasetError
+
+    inline_worker.fail_with = DatasetError("row 3 has no text")
+    with pytest.raises(SecError, match="invalid_dataset: row 3 has no text"):
+        sec.plan({"dataset": dataset_a})
+    assert [j.status for j in sec.list_jobs().data] == ["failed"]
 
 
 def test_plan_of_a_bad_spec_is_the_api_error(sec: SecClient, dataset_a: str) -> None:
