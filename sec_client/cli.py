@@ -23,7 +23,7 @@ from rich.table import Table
 from sec_client import render
 from sec_client.client import DEFAULT_URL, SecClient
 from sec_client.errors import SecAPIError, SecError
-from sec_client.models import Job
+from sec_client.models import Job, Plan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +33,7 @@ err = Console(stderr=True)
 
 datasets_cli = typer.Typer(help="Upload and list datasets.", no_args_is_help=True)
 jobs_cli = typer.Typer(
-    help="Submit, watch, list and cancel compression jobs.", no_args_is_help=True
+    help="Plan, submit, watch, list and cancel compression jobs.", no_args_is_help=True
 )
 artifacts_cli = typer.Typer(help="Download compressed models.", no_args_is_help=True)
 models_cli = typer.Typer(help="Base models (built-in and uploaded).", no_args_is_help=True)
@@ -199,33 +199,79 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-@jobs_cli.command("submit")
-@api_command
-def jobs_submit(
-    ctx: typer.Context,
-    spec_path: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, metavar="SPEC.yaml", help="Job spec.")
-    ],
-    dataset: Annotated[str | None, typer.Option(help="Dataset id (overrides the spec's).")] = None,
-    unlabelled_dataset: Annotated[
-        str | None, typer.Option(help="Unlabelled pool dataset id.")
-    ] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model id or built-in name.")] = None,
-    idempotency_key: Annotated[
-        str | None, typer.Option(help="Retry-safe key; a random one by default.")
-    ] = None,
-    watch: Annotated[bool, typer.Option(help="Watch the job until it ends.")] = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Submit a job from a YAML spec (see examples/); prints the new job."""
-    spec = load_spec(spec_path)
+SpecPath = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, metavar="SPEC.yaml", help="Job spec.")
+]
+DatasetOpt = Annotated[str | None, typer.Option(help="Dataset id (overrides the spec's).")]
+UnlabelledOpt = Annotated[str | None, typer.Option(help="Unlabelled pool dataset id.")]
+BaseModelOpt = Annotated[str | None, typer.Option(help="Base model id or built-in name.")]
+IdempotencyOpt = Annotated[
+    str | None, typer.Option(help="Retry-safe key; a random one by default.")
+]
+
+
+def spec_with_overrides(
+    path: Path, dataset: str | None, unlabelled_dataset: str | None, base_model: str | None
+) -> dict[str, Any]:
+    """The YAML spec at `path`, with the command line's dataset and model ids over its own."""
+    spec = load_spec(path)
     overrides = {
         "dataset": dataset,
         "unlabelled_dataset": unlabelled_dataset,
         "base_model": base_model,
     }
     spec.update({k: v for k, v in overrides.items() if v is not None})
+    return spec
+
+
+@jobs_cli.command("plan")
+@api_command
+def jobs_plan(
+    ctx: typer.Context,
+    spec_path: SpecPath,
+    dataset: DatasetOpt = None,
+    unlabelled_dataset: UnlabelledOpt = None,
+    base_model: BaseModelOpt = None,
+    idempotency_key: IdempotencyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan's JSON.")] = False,
+) -> None:
+    """Dry run: what the job would plan on its device (minutes and steps per phase, whether
+    it fits the budget), without training. A worker loads the model and calibrates (about
+    half a minute). Exits 0 once the plan is made, whether it fits or not."""
+    spec = spec_with_overrides(spec_path, dataset, unlabelled_dataset, base_model)
+    with client(ctx) as sec:
+        if as_json:
+            job = sec.dry_run(spec, idempotency_key=idempotency_key)
+            out.print_json(json.dumps(job.metrics.get("plan")))
+            return
+        view = render.JobProgressView(out, show_events=False)
+        with view.running():
+            job = sec.dry_run(spec, idempotency_key=idempotency_key, progress_callback=view)
+    _show_plan(Plan.from_job(job))
+
+
+def _show_plan(plan: Plan) -> None:
+    out.print(render.plan_table(plan))
+    style = "yellow" if not plan.fits else "dim"
+    for note in plan.notes:
+        out.print(f"[{style}]{note}[/]")
+
+
+@jobs_cli.command("submit")
+@api_command
+def jobs_submit(
+    ctx: typer.Context,
+    spec_path: SpecPath,
+    dataset: DatasetOpt = None,
+    unlabelled_dataset: UnlabelledOpt = None,
+    base_model: BaseModelOpt = None,
+    idempotency_key: IdempotencyOpt = None,
+    watch: Annotated[bool, typer.Option(help="Watch the job until it ends.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a job from a YAML spec (see examples/); prints the new job."""
+    spec = spec_with_overrides(spec_path, dataset, unlabelled_dataset, base_model)
     with client(ctx) as sec:
         job = sec.submit_job(spec, idempotency_key=idempotency_key)
         emit(
@@ -270,12 +316,18 @@ def _report(job: Job) -> int:
     out.print(f"job [bold]{job.id}[/] {render.status_text(job.status)}")
     if job.error is not None:
         err.print(f"[red]{job.error.code}:[/] {job.error.message}")
-    if job.metrics:
+    dry_run = bool(job.spec.get("dry_run"))
+    if dry_run and "plan" in job.metrics:
+        _show_plan(Plan.from_job(job))  # its notes say what its warnings say
+    elif job.metrics:
         out.print(render.metrics_table(job))
     if job.artifact_id:
         out.print(
             f"artifact [bold]{job.artifact_id}[/]: `sec artifacts download {job.artifact_id}`"
         )
+    if not dry_run:
+        for warning in job.warnings:
+            out.print(f"[bold yellow]warning:[/] [yellow]{warning}[/]")
     return 0 if job.status == "succeeded" else 1
 
 

@@ -4,6 +4,7 @@
 
     with SecClient() as sec:                      # SEC_API_URL / SEC_API_KEY from the env
         ds = sec.upload_dataset("reviews.csv")
+        plan = sec.plan({"dataset": ds.id, "budget": {"max_minutes": 10}})  # dry run: fits?
         job = sec.submit_job({"base_model": "minilm-l6", "dataset": ds.id})
         job = sec.wait_for_job(job.id, progress_callback=print)
         path = sec.download_artifact(job.artifact_id, "model.tar.gz")   # sha256 checked
@@ -46,6 +47,7 @@ from sec_client.models import (
     JobStatusUpdate,
     Model,
     Page,
+    Plan,
     Prediction,
     StreamEnd,
     StreamItem,
@@ -161,11 +163,7 @@ class SecClient:
     ) -> Job:
         """Submit a job spec. A connection error is retried with the same Idempotency-Key,
         so a retry never creates a second job."""
-        body = (
-            spec.model_dump(mode="json", exclude_unset=True)
-            if isinstance(spec, BaseModel)
-            else dict(spec)
-        )
+        body = _spec_body(spec)
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         for attempt in range(retries + 1):
             try:
@@ -176,6 +174,48 @@ class SecClient:
                     raise
                 time.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def plan(
+        self,
+        spec: Mapping[str, Any] | BaseModel,
+        *,
+        idempotency_key: str | None = None,
+        progress_callback: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Plan:
+        """Dry run: what the job would plan on its device (steps, predicted minutes per
+        phase, whether it fits the budget), without training or paying for it.
+
+        Submits the spec with `dry_run: true` (with an Idempotency-Key, as `submit_job`),
+        waits for that job (a worker loads the model and calibrates: about half a minute) and
+        returns its plan. A dry run that fails raises `SecError` with the job's error.
+        """
+        return Plan.from_job(
+            self.dry_run(
+                spec,
+                idempotency_key=idempotency_key,
+                progress_callback=progress_callback,
+                timeout=timeout,
+            )
+        )
+
+    def dry_run(
+        self,
+        spec: Mapping[str, Any] | BaseModel,
+        *,
+        idempotency_key: str | None = None,
+        progress_callback: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """`plan`'s dry-run job itself, succeeded, with the plan as the API holds it under
+        `metrics["plan"]` (and `metrics["warnings"]`)."""
+        body = {**_spec_body(spec), "dry_run": True}
+        job = self.submit_job(body, idempotency_key=idempotency_key)
+        job = self.wait_for_job(job.id, progress_callback=progress_callback, timeout=timeout)
+        if job.status != "succeeded":
+            reason = f"{job.error.code}: {job.error.message}" if job.error else job.status
+            raise SecError(f"the dry run {job.id} did not plan: {reason}")
+        return job
 
     def get_job(self, job_id: str) -> Job:
         return self._get(f"/v1/jobs/{job_id}", Job)
@@ -425,6 +465,12 @@ def raise_for_error(response: httpx.Response) -> None:
         request_id=response.headers.get("X-Request-ID"),
         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
     )
+
+
+def _spec_body(spec: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    return dict(spec)
 
 
 def _stream_item(event: str, data: Any) -> StreamItem:

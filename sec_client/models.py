@@ -83,6 +83,47 @@ class Job(ApiModel):
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the job warns about (a budget too small for a useful plan, a teacher that did
+        not learn, a phase cut short by the wall clock); empty when all went to plan."""
+        return [str(w) for w in self.metrics.get("warnings") or []]
+
+
+class Plan(ApiModel):
+    """A job's plan for its device: steps per phase and what they are predicted to take.
+
+    What a dry run answers (`SecClient.plan`), and what a real job planned (`metrics["plan"]`).
+    `fits` is False when even the least useful plan (one pass over the labels for teacher and
+    student) needs more than the budget: `minimum_minutes` is the budget it needs, and
+    `full_minutes` the budget for the spec's own epochs.
+    """
+
+    teacher_epochs: float
+    student_epochs: float
+    teacher_steps: int
+    student_steps: int
+    predicted_seconds: dict[str, float]
+    predicted_minutes: float
+    budget_minutes: float
+    fits: bool
+    minimum_minutes: float
+    full_minutes: float
+    scale: float | None = None  # 1 = the spec's epochs, 0 = the least useful plan
+    throughput: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    actual_seconds: dict[str, float] | None = None  # a real job's, once it ran
+    warnings: list[str] = Field(default_factory=list)  # as a real job would warn
+    job_id: str | None = None  # the dry-run job that made it
+
+    @classmethod
+    def from_job(cls, job: Job) -> Plan:
+        """The plan a (dry-run or finished) job reported; `ValueError` when it has none."""
+        plan = job.metrics.get("plan")
+        if not isinstance(plan, dict):
+            raise ValueError(f"job {job.id} reported no plan (status {job.status})")
+        return cls.model_validate({**plan, "warnings": job.warnings, "job_id": job.id})
+
 
 class JobEvent(ApiModel):
     id: int

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sec_client.models import Dataset, Job, JobSnapshot, Prediction
+from sec_client.models import Dataset, Job, JobSnapshot, Plan, Prediction
 
 METRIC_ROWS = (
     ("accuracy", "accuracy"),
@@ -18,6 +18,14 @@ METRIC_ROWS = (
     ("perplexity", "perplexity"),
     ("size (MB)", "size_mb"),
     ("latency (ms/batch)", "latency_ms_per_batch"),
+)
+# The plan's phases, in order: (label, key of predicted_seconds, which step count it trains).
+PLAN_PHASES = (
+    ("calibration", "calibration", None),
+    ("teacher", "teacher", "teacher_steps"),
+    ("data (ADA, TAL labels)", "data", None),
+    ("student (compressing)", "compressing", "student_steps"),
+    ("evaluating, exporting", "evaluating_exporting", None),
 )
 STATUS_STYLE = {
     "succeeded": "green",
@@ -67,6 +75,29 @@ def metrics_table(job: Job) -> Table:
         table.add_row("wall time (s)", "", fmt(metrics.get("wall_seconds")))
     for key, met in job.targets_met.items():
         table.add_row(f"target {key}", "", "[green]met[/]" if met else "[red]missed[/]")
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """Predicted minutes and steps per phase, the total against the budget, and whether a
+    useful plan fits it."""
+    title = f"plan ({plan.job_id})" if plan.job_id else "plan"
+    table = Table(title=title)
+    table.add_column("phase")
+    table.add_column("predicted (min)", justify="right")
+    table.add_column("steps", justify="right")
+    for label, key, steps in PLAN_PHASES:
+        seconds = plan.predicted_seconds.get(key)
+        if seconds is None:
+            continue
+        count = "" if steps is None else str(getattr(plan, steps))
+        table.add_row(label, f"{seconds / 60:.1f}", count)
+    table.add_row("[bold]total[/]", f"[bold]{plan.predicted_minutes:.1f}[/]", "")
+    table.add_row("budget (max_minutes)", f"{plan.budget_minutes:g}", "")
+    fits = "[green]yes[/]" if plan.fits else "[red]no[/]"
+    table.add_row("fits", fits, "")
+    table.add_row("least useful plan needs", f"{plan.minimum_minutes:.1f}", "")
+    table.add_row("the spec's own epochs need", f"{plan.full_minutes:.1f}", "")
     return table
 
 

@@ -5,6 +5,8 @@ folder) and `base_model` is a built-in name, a local directory or a hub id. The 
 directory has the same layout as the service's (see `sec_engine.export.artifact`).
 `--checkpoint-dir DIR` saves the teacher phase there; rerunning the same spec with the same
 DIR after a crash skips teacher training (see `sec_engine.checkpoint`).
+`python -m sec_engine plan --spec SPEC.yaml` (or `run` on a spec with `dry_run: true`) prints
+the job's plan for this device without training.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ def run(
     except ValidationError as exc:
         console.print(f"[red]invalid spec[/]: {exc}")
         raise typer.Exit(2) from exc
+    if spec.dry_run:
+        console.print("[yellow]the spec asks for a dry run: the plan, no training[/]")
+        _print_plan(spec, inputs)
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -138,13 +144,17 @@ def plan(
     ],
 ) -> None:
     """Dry run: calibrate on this device and print the job's plan, without training."""
-    from sec_engine.pipeline import dry_run  # heavy imports only when asked
-
     try:
         spec, inputs = load_spec(spec_path)
     except ValidationError as exc:
         console.print(f"[red]invalid spec[/]: {exc}")
         raise typer.Exit(2) from exc
+    _print_plan(spec, inputs)
+
+
+def _print_plan(spec: JobSpec, inputs: ResolvedInputs) -> None:
+    from sec_engine.pipeline import dry_run  # heavy imports only when asked
+
     try:
         result = dry_run(spec, inputs)
     except EngineError as exc:

@@ -15,7 +15,9 @@ job plans its steps (sec_engine.planning) to fit `budget.max_minutes`; the plan 
 phases then train their planned steps, whatever the load. The wall clock is a hard cap
 (`budget.hard_cap_minutes`): each phase may use its planned share of what is left of it, a
 reserve is kept for measuring and exporting, and a phase cut short keeps its best state and
-says so (`deadline.reached`), so the job always ends with a model.
+says so (`deadline.reached`), so the job always ends with a model. A dry run (`dry_run`, and
+`dry_run_job` for the service's `dry_run: true` jobs) stops after the plan: the same
+preparing, calibration and `plan` event, no training and no artifact.
 
 Loud warnings, never a silent success: a budget too small for a useful plan
 (`budget.too_small`, with the budget it needs), a teacher no better than predicting the
@@ -178,12 +180,29 @@ def dry_run(
     """What `run_job` would plan for `spec` on this device, without training: the data read
     and split, the model loaded, the calibration run, the plan returned (as in the `plan`
     event, plus `fits` and the budget a useful plan needs)."""
+    plan: dict[str, Any] = dry_run_job(spec, inputs, NullCallbacks(), throughput)["plan"]
+    return plan
+
+
+def dry_run_job(
+    spec: JobSpec,
+    inputs: ResolvedInputs,
+    callbacks: EngineCallbacks,
+    throughput: Throughput | None = None,
+) -> dict[str, Any]:
+    """The service's dry run: `dry_run`, reported through `callbacks` as `run_job` reports
+    its start (the preparing events, then `plan` and, when no useful plan fits,
+    `budget.too_small`). Returns what a real job's manifest says of it: `plan` and
+    `warnings`."""
     started = time.monotonic()
     seed_everything(spec.seed)
     with tempfile.TemporaryDirectory(prefix="sec-plan-") as tmp:
-        reporter = Reporter(NullCallbacks(), Path(tmp))
+        reporter = Reporter(callbacks, Path(tmp))
+        reporter.enter(Phase.PREPARING)
         state, stages = prepare_state(spec, inputs, reporter, Deadline(float("inf")))
-        return plan_job(state, stages, throughput, elapsed_s=time.monotonic() - started).to_dict()
+        plan = plan_job(state, stages, throughput, elapsed_s=time.monotonic() - started)
+        warnings = announce_plan(reporter, plan)
+    return {"plan": plan.to_dict(), "warnings": warnings}
 
 
 def seed_everything(seed: int) -> None:

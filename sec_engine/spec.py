@@ -246,6 +246,11 @@ class JobSpec(StrictModel):
     (service only), a local directory (CLI only) or a hub id for users with hub access.
     `dataset`, `validation_dataset` and `unlabelled_dataset` are dataset ids in the service and
     file paths in the CLI; the caller resolves them to files before the engine runs.
+
+    `dry_run: true` asks for the plan instead of the model: the job reads the data, loads the
+    model and calibrates this device as a real job would, reports the same `plan` event (and
+    `budget.too_small` when no useful plan fits), then ends `succeeded` with the plan under
+    `metrics` and no artifact. It costs the calibration (about half a minute), not the budget.
     """
 
     base_model: str = Field(default="minilm-l6", min_length=1, max_length=512)
@@ -261,6 +266,12 @@ class JobSpec(StrictModel):
     controller: ControllerConfig = ControllerConfig()
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    dry_run: bool = Field(
+        default=False,
+        description="Plan only: calibrate on the job's device and report the plan (steps and "
+        "predicted minutes per phase, whether it fits the budget) without training; the job "
+        "ends succeeded with the plan in its metrics and no artifact.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

@@ -3,6 +3,10 @@
     claim (queued -> running) -> resolve inputs -> run the engine under a heartbeat
     -> archive + store the output -> ONE transaction: artifact row `ready` + job `succeeded`
 
+A dry run (`spec.dry_run`) takes the same path up to the engine, runs the engine's dry run
+instead (`dry_run`, injected the same way, defaulting to `sec_engine.pipeline.dry_run_job`)
+and ends `succeeded` with the plan as its metrics and no artifact.
+
 Every write after the claim is conditional on the job still being this worker's attempt, so
 if the reaper took the job back (a stalled worker) this attempt's late result changes nothing.
 The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
@@ -65,6 +69,14 @@ class EngineFn(Protocol):
     ) -> EngineResult: ...
 
 
+class DryRunFn(Protocol):
+    """`sec_engine.pipeline.dry_run_job`'s signature: returns `plan` and `warnings`."""
+
+    def __call__(
+        self, spec: JobSpec, inputs: ResolvedInputs, callbacks: EngineCallbacks
+    ) -> dict[str, Any]: ...
+
+
 CHECKPOINT_DIR = "checkpoint"  # under work_dir / job_id, shared by the job's attempts
 
 # The manifest entries copied onto the job row's `metrics` (the numbers a user polls for); the
@@ -77,6 +89,8 @@ METRIC_KEYS = (
     "labels_available",
     "wall_seconds",
     "device",
+    "plan",  # predicted (and, for a real job, actual) seconds per phase
+    "warnings",  # budget too small, weak teacher, deadline reached
 )
 
 
@@ -96,11 +110,16 @@ _FINAL = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
 TEST_ENGINE_ENV = "SEC_TEST_ENGINE"
 
 
-def default_engine(environment: str) -> EngineFn:
+def _test_engine(environment: str) -> str | None:
     test_engine = os.environ.get(TEST_ENGINE_ENV)
+    if test_engine and environment != "test":
+        raise RuntimeError(f"{TEST_ENGINE_ENV} is set outside SEC_ENVIRONMENT=test; refusing")
+    return test_engine
+
+
+def default_engine(environment: str) -> EngineFn:
+    test_engine = _test_engine(environment)
     if test_engine:
-        if environment != "test":
-            raise RuntimeError(f"{TEST_ENGINE_ENV} is set outside SEC_ENVIRONMENT=test; refusing")
         module, _, name = test_engine.partition(":")
         fake: EngineFn = getattr(importlib.import_module(module), name)
         return fake
@@ -110,7 +129,21 @@ def default_engine(environment: str) -> EngineFn:
     return engine
 
 
-def run_job(ctx: WorkerContext, job_id: str, engine: EngineFn | None = None) -> Outcome:
+def default_dry_run(environment: str) -> DryRunFn:
+    """The real dry run (it trains nothing, so a fake-engine test worker runs it too)."""
+    _test_engine(environment)
+    from sec_engine.pipeline import dry_run_job  # heavy (torch), as in default_engine
+
+    dry_run: DryRunFn = dry_run_job
+    return dry_run
+
+
+def run_job(
+    ctx: WorkerContext,
+    job_id: str,
+    engine: EngineFn | None = None,
+    dry_run: DryRunFn | None = None,
+) -> Outcome:
     with unit_of_work(ctx.sessions) as session:
         if not job_state.claim(
             session, job_id, ctx.worker_id, ctx.clock(), ctx.settings.job_lease_seconds
@@ -134,7 +167,7 @@ def run_job(ctx: WorkerContext, job_id: str, engine: EngineFn | None = None) -> 
     try:
         with Heartbeat(ctx, job_id, attempt) as heartbeat:
             callbacks = DbCallbacks(ctx, job_id, attempt, lost=heartbeat.lost)
-            outcome = _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine)
+            outcome = _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine, dry_run)
             return outcome
     finally:
         shutil.rmtree(attempt_dir, ignore_errors=True)
@@ -151,6 +184,7 @@ def _run_claimed(
     attempt_dir: Path,
     callbacks: DbCallbacks,
     engine: EngineFn | None,
+    dry_run: DryRunFn | None,
 ) -> Outcome:
     try:
         with unit_of_work(ctx.sessions) as session:
@@ -167,6 +201,12 @@ def _run_claimed(
         # resumes from.
         for leftover in attempt_dir.parent.glob("attempt-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        if spec.dry_run:
+            plan_run = dry_run or default_dry_run(ctx.settings.environment)
+            report = plan_run(spec, inputs, callbacks)
+            if callbacks.lost:
+                return Outcome.LOST
+            return _store_plan(ctx, job_id, attempt, report)
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
         run = engine or default_engine(ctx.settings.environment)
@@ -195,6 +235,37 @@ def _run_claimed(
 
 def _metrics(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest[k] for k in METRIC_KEYS if k in manifest}
+
+
+def _store_plan(ctx: WorkerContext, job_id: str, attempt: int, report: dict[str, Any]) -> Outcome:
+    """A dry run's end: the plan (and its warnings) as the job's metrics, no artifact."""
+    with unit_of_work(ctx.sessions) as session:
+        if not job_state.finish(
+            session,
+            job_id,
+            ctx.worker_id,
+            attempt,
+            ctx.clock(),
+            JobStatus.SUCCEEDED,
+            phase=None,
+            progress=1.0,
+            metrics=_metrics(report),
+            targets_met={},
+        ):
+            session.rollback()
+            logger.warning("job %s attempt %d planned after losing its lease", job_id, attempt)
+            return Outcome.LOST
+        fits = bool(report.get("plan", {}).get("fits"))
+        _event(
+            session,
+            ctx,
+            job_id,
+            attempt,
+            "job.succeeded",
+            "dry run done: the plan is in the job's metrics",
+            {"dry_run": True, "fits": fits},
+        )
+    return Outcome.SUCCEEDED
 
 
 def _store_result(

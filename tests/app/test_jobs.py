@@ -41,7 +41,11 @@ def test_create_stores_the_spec_then_enqueues(
     assert body["status"] == "queued"
     assert body["base_model"] == "minilm-l6"
     assert body["dataset_id"] == dataset_a
-    assert body["spec"]["budget"] == {"max_minutes": 5.0, "label_budget": 0.7}
+    assert body["spec"]["budget"] == {
+        "max_minutes": 5.0,
+        "hard_cap_minutes": None,  # 2 x max_minutes
+        "label_budget": 0.7,
+    }
     assert body["spec"]["controller"]["lambda1"] == 0.5  # defaults are stored, for reproducibility
     assert body["error"] is None
     assert body["artifact_id"] is None
@@ -55,6 +59,34 @@ def test_create_stores_the_spec_then_enqueues(
         assert job.enqueued_at is not None
     events = client.get(f"/v1/jobs/{body['id']}/events", headers=tenant_a.headers).json()
     assert [e["data"]["status"] for e in events["data"]] == ["queued"]
+
+
+def test_a_dry_run_is_a_job_whose_metrics_hold_the_plan_and_that_has_no_artifact(
+    client: TestClient,
+    tenant_a: TenantKey,
+    dataset_a: str,
+    db: sessionmaker[Session],
+    job_queue: RecordingJobQueue,
+) -> None:
+    r = submit_job(client, tenant_a, dataset_a, dry_run=True, budget={"max_minutes": 2})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert r.json()["spec"]["dry_run"] is True
+    assert job_queue.sent == [(job_id, "gpu")]  # the queue (device kind) a real job runs on
+    plan = {"fits": False, "predicted_minutes": 3.2, "minimum_minutes": 4.1}
+    with unit_of_work(db) as s:  # what the worker writes when the dry run ends
+        job = s.get_one(Job, job_id)
+        job.status, job.progress = JobStatus.SUCCEEDED.value, 1.0
+        job.metrics = {"plan": plan, "warnings": ["budget too small: 2 min"]}
+
+    got = client.get(f"/v1/jobs/{job_id}", headers=tenant_a.headers).json()
+    assert got["status"] == "succeeded"
+    assert got["metrics"] == {"plan": plan, "warnings": ["budget too small: 2 min"]}
+    assert got["artifact_id"] is None
+    listed = client.get("/v1/jobs", headers=tenant_a.headers).json()["data"]
+    assert [(j["id"], j["artifact_id"]) for j in listed] == [(job_id, None)]
+    artifacts = client.get(f"/v1/jobs/{job_id}/artifacts", headers=tenant_a.headers)
+    assert (artifacts.status_code, artifacts.json()["data"]) == (200, [])
 
 
 @pytest.mark.parametrize(
@@ -71,6 +103,7 @@ def test_create_stores_the_spec_then_enqueues(
             "label_budget < 1 needs techniques.tal.enabled",
         ),
         ({"validation_dataset": "ds_nope"}, 404, "validation_dataset: dataset 'ds_nope' not found"),
+        ({"dry_run": "maybe"}, 422, "dry_run"),
     ],
     ids=[
         "unknown-field",
@@ -80,6 +113,7 @@ def test_create_stores_the_spec_then_enqueues(
         "range",
         "combo",
         "val",
+        "dry-run-not-bool",
     ],
 )
 def test_bad_specs_are_refused_and_nothing_is_stored(

@@ -11,6 +11,7 @@ from typer.testing import CliRunner, Result
 from app.cli import cli
 from tests.app import conftest as app_fixtures
 from tests.app.conftest import TenantKey
+from tests.client.inline_worker import inline_worker as inline_worker_fixture
 
 # The API fixtures of tests/app, made visible here.
 client = app_fixtures.client
@@ -20,6 +21,7 @@ job_a = app_fixtures.job_a
 job_queue = app_fixtures.job_queue
 settings = app_fixtures.settings
 tenant_a = app_fixtures.tenant_a
+inline_worker = inline_worker_fixture  # a worker that runs each enqueued job at once
 
 
 class Sec:

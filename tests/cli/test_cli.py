@@ -3,16 +3,21 @@ traceback) and exit codes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.models import Job
+from app.db.session import unit_of_work
 from app.settings import Settings
 from tests.app.artifacts_util import add_artifact
 from tests.app.conftest import GOOD_CSV, TenantKey
 from tests.cli.conftest import Sec
 from tests.client.conftest import finish_job, write_progress
+from tests.client.inline_worker import InlineWorker
 
 pytestmark = pytest.mark.unit
 
@@ -20,6 +25,13 @@ pytestmark = pytest.mark.unit
 def last_line(stdout: str) -> str:
     """The in-process app logs to the same stdout; what `-q` printed is the last line."""
     return stdout.strip().splitlines()[-1]
+
+
+def json_block(stdout: str) -> Any:
+    """The JSON `--json` printed, among the in-process app's log lines."""
+    lines = stdout.splitlines()
+    start = lines.index("{")
+    return json.loads("\n".join(lines[start : lines.index("}", start) + 1]))
 
 
 def test_upload_submit_list(sec: Sec, tmp_path: Path) -> None:
@@ -94,6 +106,73 @@ def test_watch_exits_1_when_the_job_failed(sec: Sec, job_a: str, db: sessionmake
     watched = sec("jobs", "watch", job_a, "--poll")
     assert watched.exit_code == 1
     assert "failed" in watched.stdout
+
+
+def test_plan_prints_the_plan_and_json_the_raw_dict(
+    sec: Sec, dataset_a: str, inline_worker: InlineWorker, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("base_model: minilm-l6\nbudget: {max_minutes: 10}\n")
+    shown = sec("jobs", "plan", str(spec), "--dataset", dataset_a)
+    assert shown.exit_code == 0, shown.output
+    out = shown.stdout
+    for words in ("teacher", "student (compressing)", "total", "budget (max_minutes)", "fits"):
+        assert words in out, out
+    assert "yes" in out
+
+    raw = sec("jobs", "plan", str(spec), "--dataset", dataset_a, "--json")
+    assert raw.exit_code == 0, raw.output
+    plan = json_block(raw.stdout)
+    assert plan["fits"] is True
+    assert plan["budget_minutes"] == 10
+    assert plan["teacher_steps"] > 0
+    assert set(plan["predicted_seconds"]) >= {"teacher", "compressing"}
+
+    # `jobs get` of the dry-run job shows its plan, not a teacher-vs-compressed table.
+    jobs = sec("jobs", "list", "--json")
+    job_id = json_block(jobs.stdout)["data"][0]["id"]
+    got = sec("jobs", "get", job_id)
+    assert got.exit_code == 0, got.output
+    assert "student (compressing)" in got.stdout
+    assert "teacher (fp32)" not in got.stdout
+
+
+def test_plan_too_small_says_so_in_yellow(
+    sec: Sec, dataset_a: str, inline_worker: InlineWorker, tmp_path: Path
+) -> None:
+    inline_worker.step_s = 30.0
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("budget: {max_minutes: 1}\n")
+    shown = sec("jobs", "plan", str(spec), "--dataset", dataset_a)
+    assert shown.exit_code == 0, shown.output  # the plan was made; it does not fit
+    assert "no" in shown.stdout
+    assert "too small for a useful plan" in shown.stdout
+
+
+def test_plan_of_a_missing_dataset_is_the_api_error(
+    sec: Sec, inline_worker: InlineWorker, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("budget: {max_minutes: 5}\n")
+    missing = sec("jobs", "plan", str(spec), "--dataset", "ds_nope")
+    assert missing.exit_code == 1
+    assert "dataset 'ds_nope' not found" in missing.stderr
+    assert inline_worker.outcomes == []
+
+
+def test_get_and_watch_end_with_a_real_jobs_warnings(
+    sec: Sec, job_a: str, db: sessionmaker[Session]
+) -> None:
+    finish_job(db, job_a)
+    with unit_of_work(db) as s:
+        job = s.get_one(Job, job_a)
+        job.metrics = {**job.metrics, "warnings": ["the teacher did not learn: 0.5 vs 0.5"]}
+    for command in ("get", "watch"):
+        shown = sec("jobs", command, job_a)
+        assert shown.exit_code == 0, shown.output
+        lines = shown.stdout.strip().splitlines()
+        assert lines[-1] == "warning: the teacher did not learn: 0.5 vs 0.5", lines[-3:]
+        assert "0.88" in shown.stdout  # the before/after table is still there
 
 
 def test_download_by_job_id(

@@ -15,6 +15,7 @@ from app.db.session import unit_of_work
 from sec_client import SecClient
 from tests.app import conftest as app_fixtures
 from tests.app.conftest import TenantKey
+from tests.client.inline_worker import inline_worker as inline_worker_fixture
 
 # The API fixtures of tests/app, made visible here.
 client = app_fixtures.client
@@ -25,6 +26,7 @@ job_queue = app_fixtures.job_queue
 settings = app_fixtures.settings
 tenant_a = app_fixtures.tenant_a
 tenant_b = app_fixtures.tenant_b
+inline_worker = inline_worker_fixture  # a worker that runs each enqueued job at once
 
 
 @pytest.fixture

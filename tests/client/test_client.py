@@ -17,15 +17,18 @@ from sec_client import (
     JobEvent,
     JobSnapshot,
     JobStatusUpdate,
+    Plan,
     SecAPIError,
     SecClient,
     SecConnectionError,
+    SecError,
     StreamEnd,
     TraceRow,
 )
 from tests.app.artifacts_util import add_artifact
 from tests.app.conftest import GOOD_CSV, TenantKey
 from tests.client.conftest import finish_job, write_progress
+from tests.client.inline_worker import InlineWorker
 from tests.serving.tiny_artifact import LABELS, register_artifact, tiny_artifact
 
 pytestmark = pytest.mark.unit
@@ -136,6 +139,65 @@ def test_wait_for_job_reports_progress(
     assert any(s.phase == "compressing" and s.progress == 0.5 for s in seen)
     assert any(s.trace is not None and s.trace.step == 1 for s in seen)
     assert seen[-1].status == "succeeded"
+
+
+def test_plan_is_a_dry_run_job_that_answers_with_the_plan(
+    sec: SecClient, dataset_a: str, inline_worker: InlineWorker
+) -> None:
+    spec = {"dataset": dataset_a, "budget": {"max_minutes": 10}}
+    plan = sec.plan(spec, idempotency_key="plan-1")
+    assert isinstance(plan, Plan)
+    assert plan.fits
+    assert 0 < plan.predicted_minutes <= plan.budget_minutes == 10
+    assert plan.teacher_steps > 0
+    assert plan.student_steps > 0
+    assert set(plan.predicted_seconds) >= {"calibration", "teacher", "compressing"}
+    assert plan.minimum_minutes <= plan.full_minutes
+    assert plan.warnings == []
+    assert inline_worker.outcomes == ["succeeded"]
+
+    job = sec.get_job(plan.job_id or "")
+    assert job.spec["dry_run"] is True
+    assert job.status == "succeeded"
+    assert job.artifact_id is None
+    assert sec.job_artifacts(job.id) == []
+    kinds = [e.kind for e in sec.events(job.id).data]
+    assert "plan" in kinds
+    assert kinds[-1] == "job.succeeded"
+    # The same key is the same dry run: no second job, the same plan.
+    assert sec.plan(spec, idempotency_key="plan-1") == plan
+    assert len(sec.list_jobs().data) == 1
+
+
+def test_plan_too_small_for_the_budget_says_so_and_what_it_needs(
+    sec: SecClient, dataset_a: str, inline_worker: InlineWorker
+) -> None:
+    inline_worker.step_s = 30.0
+    plan = sec.plan({"dataset": dataset_a, "budget": {"max_minutes": 1}})
+    assert not plan.fits
+    assert plan.minimum_minutes > 1
+    assert any("too small" in note for note in plan.notes)
+    assert [w.startswith("budget too small") for w in plan.warnings] == [True]
+    kinds = [e.kind for e in sec.events(plan.job_id or "").data]
+    assert kinds.index("plan") < kinds.index("budget.too_small")
+
+
+def test_a_failed_dry_run_raises_with_the_jobs_error(
+    sec: SecClient, dataset_a: str, inline_worker: InlineWorker
+) -> None:
+    from sec_engine.errors import DatasetError
+
+    inline_worker.fail_with = DatasetError("row 3 has no text")
+    with pytest.raises(SecError, match="invalid_dataset: row 3 has no text"):
+        sec.plan({"dataset": dataset_a})
+    assert [j.status for j in sec.list_jobs().data] == ["failed"]
+
+
+def test_plan_of_a_bad_spec_is_the_api_error(sec: SecClient, dataset_a: str) -> None:
+    with pytest.raises(SecAPIError) as exc:
+        sec.plan({"dataset": dataset_a, "budget": {"max_minutes": 0}})
+    assert exc.value.status_code == 422
+    assert sec.list_jobs().data == []
 
 
 def test_download_checks_the_sha256(

@@ -37,6 +37,6 @@ def test_readme_python_example_matches_the_client() -> None:
         and isinstance(node.func.value, ast.Name)
         and node.func.value.id == "sec"
     }
-    assert {"upload_dataset", "submit_job", "wait_for_job", "deploy", "predict"} <= called
+    assert {"upload_dataset", "plan", "submit_job", "wait_for_job", "deploy", "predict"} <= called
     for method in called:
         assert callable(getattr(SecClient, method, None)), method

@@ -34,6 +34,7 @@ def test_readme_block_has_every_step() -> None:
     for command in (
         "sec create-key",
         "sec datasets upload",
+        "sec jobs plan",
         "sec jobs submit",
         "sec jobs watch",
         "sec artifacts download",
@@ -68,6 +69,9 @@ def test_readme_cli_tour(service: Service, tmp_path: Path) -> None:
     found = re.search(r"TOUR JOB=(\S+) DEPLOYMENT=(\S+) KEY=(\S+)", done.stdout)
     assert found, output
     job_id, deployment_id, key = found.groups()
+    # `sec jobs plan` printed the dry run's plan.
+    assert "student (compressing)" in done.stdout
+    assert "budget (max_minutes)" in done.stdout
     # `sec jobs watch` showed the live view's end state and the before/after table.
     assert "succeeded" in done.stdout
     assert "teacher (fp32)" in done.stdout

@@ -202,8 +202,39 @@ def run_full_flow(settings: Settings, workdir: Path) -> None:
             member = tar_bytes(download.content, f"{job_id}/{entry['path']}")
             assert hashlib.sha256(member).hexdigest() == entry["sha256"], entry["path"]
         assert "spec" in manifest, sorted(manifest)
+        assert job["metrics"]["plan"]["teacher_steps"] == manifest["plan"]["teacher_steps"]
+        assert job["metrics"]["warnings"] == manifest["warnings"]
+        check_dry_run(client, headers, job["spec"], worker_log)
     # The worker must not have crashed along the way.
     assert "Traceback" not in _tail(worker_log, 400), _tail(worker_log)
+
+
+def check_dry_run(
+    client: TestClient, headers: dict[str, str], spec: dict[str, Any], worker_log: Path
+) -> None:
+    """The same spec as a dry run, on the same worker: the real calibration and plan, the
+    `plan` event, no artifact."""
+    r = client.post(
+        "/v1/jobs",
+        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+        json={**spec, "dry_run": True},
+    )
+    assert r.status_code == 201, r.text
+    job = wait_for_job(client, headers, r.json()["id"], worker_log)
+    assert job["status"] == "succeeded", f"{job}\n{_tail(worker_log)}"
+    assert job["artifact_id"] is None
+    plan = job["metrics"]["plan"]
+    assert plan["teacher_steps"] > 0
+    assert plan["predicted_minutes"] > 0
+    assert plan["throughput"]["how"] != "scripted"  # calibrated on the worker
+    kinds = [
+        e["kind"]
+        for e in client.get(f"/v1/jobs/{job['id']}/events", headers=headers).json()["data"]
+    ]
+    assert "plan" in kinds
+    assert kinds[-1] == "job.succeeded", kinds
+    artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts", headers=headers).json()["data"]
+    assert artifacts == []
 
 
 def tar_bytes(archive: bytes, name: str) -> bytes:

@@ -348,3 +348,105 @@ def test_checkpoint_is_kept_when_the_attempt_lost_the_job(
 
     assert run_job(ctx, job_id, Stolen()) is Outcome.LOST
     assert (checkpoint / "teacher").is_dir()
+
+
+def _make_dry_run_job(sessions: sessionmaker[Session], make_job: Callable[..., str]) -> str:
+    job_id = make_job()
+    with unit_of_work(sessions) as s:
+        job = s.get_one(Job, job_id)
+        job.spec = {**job.spec, "dry_run": True}
+    return job_id
+
+
+def test_dry_run_ends_succeeded_with_the_plan_and_no_artifact(
+    ctx: WorkerContext,
+    sessions: sessionmaker[Session],
+    make_job: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """The engine's real dry run on a tiny BERT, on a scripted device too slow for the budget:
+    the plan and its warning reach the job row and its events; nothing is trained or stored."""
+    from sec_engine.pipeline import dry_run_job
+    from sec_engine.planning import Throughput
+
+    slow = Throughput(  # minutes a step: no useful plan fits the default 30 min
+        teacher_step_s=250.0,
+        teacher_infer_row_s=2.5,
+        student_step_s=250.0,
+        student_infer_row_s=1.25,
+    )
+
+    model = make_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_csv(tmp_path / "train.csv", 80)
+    job_id = _make_dry_run_job(sessions, make_job)
+    seen: list[JobSpec] = []
+
+    def planner(spec, inputs, callbacks):
+        seen.append(spec)
+        assert inputs.train_path.is_file()  # the job's own inputs, resolved as for a real run
+        tiny = ResolvedInputs(model=str(model), train_path=data)
+        return dry_run_job(spec, tiny, callbacks, throughput=slow)
+
+    engine = FakeEngine()
+    assert run_job(ctx, job_id, engine, planner) is Outcome.SUCCEEDED
+    assert engine.inputs is None  # the training engine never ran
+    assert [s.dry_run for s in seen] == [True]
+
+    job = _job(sessions, job_id)
+    assert (job.status, job.progress, job.phase) == (JobStatus.SUCCEEDED, 1.0, None)
+    assert set(job.metrics) == {"plan", "warnings"}
+    plan = job.metrics["plan"]
+    assert plan["fits"] is False
+    assert plan["minimum_minutes"] > plan["budget_minutes"] == 30.0
+    assert plan["teacher_steps"] > 0
+    assert plan["student_steps"] > 0
+    assert [w.startswith("budget too small") for w in job.metrics["warnings"]] == [True]
+    assert job.targets_met == {}
+    kinds = _events(sessions, job_id)
+    assert kinds[0] == "job.started"
+    assert kinds.index("model.loaded") < kinds.index("plan") < kinds.index("budget.too_small")
+    assert kinds[-1] == "job.succeeded"
+    assert "artifact.ready" not in kinds
+    assert "teacher.done" not in kinds
+    with sessions() as s:
+        assert s.scalars(select(Artifact)).first() is None
+        plan_data = s.scalars(
+            select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.kind == "plan")
+        ).one()
+    assert plan_data["teacher_steps"] == plan["teacher_steps"]
+    assert not (ctx.settings.work_dir / job_id).exists()
+
+
+def test_dry_run_with_a_fake_planner_that_fits(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = _make_dry_run_job(sessions, make_job)
+
+    def planner(spec, inputs, callbacks):
+        callbacks.event("plan", "plan: teacher 3 steps", {"fits": True})
+        return {"plan": {"fits": True, "predicted_minutes": 1.5}, "warnings": [], "other": 1}
+
+    assert run_job(ctx, job_id, FakeEngine(), planner) is Outcome.SUCCEEDED
+    job = _job(sessions, job_id)
+    assert job.metrics == {"plan": {"fits": True, "predicted_minutes": 1.5}, "warnings": []}
+    assert _events(sessions, job_id) == ["job.started", "plan", "job.succeeded"]
+
+
+def test_a_real_jobs_plan_and_warnings_reach_its_metrics(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job()
+
+    class Planned(FakeEngine):
+        def __call__(self, spec, inputs, out_dir, callbacks, checkpoint_dir=None):
+            result = super().__call__(spec, inputs, out_dir, callbacks)
+            result.manifest.update(plan={"fits": True}, warnings=["the teacher did not learn"])
+            return result
+
+    def planner(spec, inputs, callbacks):
+        raise AssertionError("a real job must not dry-run")
+
+    assert run_job(ctx, job_id, Planned(), planner) is Outcome.SUCCEEDED
+    job = _job(sessions, job_id)
+    assert job.metrics["plan"] == {"fits": True}
+    assert job.metrics["warnings"] == ["the teacher did not learn"]

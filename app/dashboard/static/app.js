@@ -283,6 +283,7 @@ async function jobView(jobId) {
     renderMetrics(done);
     if (done.error) $("job-error").textContent = `${done.error.code}: ${done.error.message}`;
     if (done.artifact_id) await showArtifact(done.artifact_id);
+    else if (done.spec?.dry_run) $("artifact-info").textContent = "A dry run trains nothing and has no artifact: its plan is in the events.";
   }
 
   function onMessage(kind, data, id) {
