@@ -222,6 +222,11 @@ class SqdConfig(StrictModel):
     qat: bool = True
     runtime: QuantRuntime = QuantRuntime.AUTO
     prune_vocabulary: bool = False
+    freeze_word_embeddings: bool = Field(
+        default=False,
+        description="Keep the student's word embeddings as the teacher's. Their dense gradient "
+        "and optimizer update over the whole vocabulary are most of a small student's step.",
+    )
 
 
 class Techniques(StrictModel):

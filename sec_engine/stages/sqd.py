@@ -65,11 +65,17 @@ class SqdStage(Stage):
                     self.used_ids.update(f["input_ids"])
 
     def student_shape(self, model: nn.Module) -> nn.Module:
-        student: nn.Module
+        student: Any
         student, _ = make_student(model, self.num_layers, "uniform")
         if self.config.qat:
             prepare_qat(student)
-        return student
+        self._freeze(student)
+        shaped: nn.Module = student
+        return shaped
+
+    def _freeze(self, student: Any) -> None:
+        if self.config.freeze_word_embeddings:
+            student.get_input_embeddings().weight.requires_grad_(False)
 
     def build_student(self, state: EngineState) -> None:
         student: Any
@@ -82,6 +88,7 @@ class SqdStage(Stage):
         if self.projection is not None:
             self.projection.to(state.device)
         converted = prepare_qat(student) if self.config.qat else 0
+        self._freeze(student)
         state.student = student.to(state.device)
         self.info.update(
             {"layer_map": {str(k): v for k, v in self.layer_map.items()}, "qat_linears": converted}
@@ -155,4 +162,5 @@ class SqdStage(Stage):
             "alpha": self.config.alpha,
             "hidden_weight": self.config.hidden_weight,
             "qat": self.config.qat,
+            "freeze_word_embeddings": self.config.freeze_word_embeddings,
         }
