@@ -37,7 +37,9 @@ from app.serving.manager import ServingManager
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.storage import store_from_settings
+from app.tenants.auth import Authenticator
 from app.tenants.router import router as tenants_router
+from app.ttlcache import TTLCache
 
 log = structlog.get_logger("sec.api")
 
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
         )
         side_engine = make_engine(settings.database_url, pool_size=2, max_overflow=8)
         sessions = make_sessionmaker(engine)
+        side_sessions = make_sessionmaker(side_engine)
         store = store_from_settings(settings)
         app.state.sec = AppState(
             settings=settings,
@@ -77,8 +80,9 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
             sessionmaker=sessions,
             store=store,
             job_queue=job_queue or CeleryJobQueue(settings.broker_url),
-            side_sessionmaker=make_sessionmaker(side_engine),
+            side_sessionmaker=side_sessions,
             db_slots=asyncio.Semaphore(DB_POOL_SIZE + DB_MAX_OVERFLOW),
+            auth=Authenticator(sessions, side_sessions, ttl_s=settings.auth_cache_seconds),
         )
         # Hosted inference: loaded models, micro-batchers and their thread pools.
         serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))
@@ -105,6 +109,9 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     )
     # Per-tenant request counters (app/ratelimit.py), read by the tenant dependency.
     app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
+    # Ready deployments' records for predict, (tenant id, deployment id) -> view, kept as long
+    # as the key cache's entries (app/deployments/router.py).
+    app.state.deployment_views = TTLCache(settings.auth_cache_seconds)
     # Body limits are set per router (uploads get theirs, JSON routes a small one) rather than
     # app-wide: an app-wide limit answers from outside our middleware, in plain text.
     app.add_middleware(BodyLimitJSONMiddleware)

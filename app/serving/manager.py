@@ -24,7 +24,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from app.metrics import INFERENCE_BATCH_ROWS
 from app.serving.artifact import ArtifactRef, prepare_artifact
+from app.serving.batch_size import PROBE_TEXT, measure_curve, pick_batch_size
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import LRUCache
 from app.serving.encoder import TextInput
@@ -202,9 +204,14 @@ class ServingManager:
         spec, model = await loop.run_in_executor(
             self._load_pool, self._load_blocking, deployment_id
         )
+
+        def run_batch(values: list[TextInput]) -> asyncio.Future[list[Prediction]]:
+            INFERENCE_BATCH_ROWS.observe(len(values))
+            return loop.run_in_executor(self._infer_pool, model.predict, values)
+
         batcher: MicroBatcher[TextInput, Prediction] = MicroBatcher(
-            lambda values: loop.run_in_executor(self._infer_pool, model.predict, values),
-            max_batch_size=spec.max_batch_size,
+            run_batch,
+            max_batch_size=model.max_rows,
             max_wait_s=spec.max_wait_ms / 1000.0,
             max_queue=self.settings.inference_queue_size,
             name=deployment_id,
@@ -229,9 +236,30 @@ class ServingManager:
             max_ratio=self.settings.max_archive_ratio,
         )
         model = load_model(
-            directory, spec.artifact.manifest, threads=self.settings.inference_threads
+            directory,
+            spec.artifact.manifest,
+            threads=self.settings.inference_threads,
+            max_tokens=self.settings.inference_max_batch_tokens,
         )
+        model.max_rows = self._batch_size(spec, model)
         return spec, model
+
+    def _batch_size(self, spec: LoadSpec, model: LoadedModel) -> int:
+        """The deployment's `max_batch_size`, or less where the model's own curve, measured
+        here, shows that bigger batches buy nothing (app/serving/batch_size.py)."""
+        if spec.max_batch_size == 1 or not self.settings.inference_auto_batch_size:
+            return spec.max_batch_size
+        curve = measure_curve(
+            lambda size: model.probabilities([PROBE_TEXT] * size), spec.max_batch_size
+        )
+        picked = pick_batch_size(curve)
+        log.info(
+            "batch_size_picked",
+            deployment_id=spec.deployment_id,
+            batch_size=picked,
+            ms_per_input={size: round(1000 * t, 3) for size, t in curve.items()},
+        )
+        return picked
 
     async def unload(self, deployment_id: str) -> None:
         deployed = self.cache.pop(deployment_id)
