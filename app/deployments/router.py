@@ -24,7 +24,6 @@ from app.deployments.service import DeploymentView
 from app.deps import (
     DeploymentDep,
     SessionDep,
-    SettingsDep,
     StateDep,
     TenantDep,
     record_key_use,
@@ -39,7 +38,7 @@ from app.ttlcache import TTLCache
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"], responses=ERROR_RESPONSES)
 
 
-def get_serving(request: Request) -> ServingManager:
+async def get_serving(request: Request) -> ServingManager:
     serving: ServingManager = request.app.state.serving
     return serving
 
@@ -159,22 +158,20 @@ def delete_deployment(
 
 @router.post("/{deployment_id}/predict", response_model=PredictResponse, responses=_PREDICT_ERRORS)
 async def predict(
-    *,
-    body: PredictRequest,
-    deployment: DeploymentViewDep,
-    request: Request,
-    serving: ServingDep,
-    settings: SettingsDep,
+    *, body: PredictRequest, deployment: DeploymentViewDep, request: Request
 ) -> Response:
     """Labels and class probabilities for a list of texts or text pairs, in input order."""
+    # The serving manager and settings straight from the app, not as dependencies: each
+    # dependency costs a resolution step on every request.
+    serving: ServingManager = request.app.state.serving
     if deployment.status == DeploymentStatus.PENDING:
         serving.resume_warm_up(deployment.id)
     service.require_ready(deployment)
-    inputs = service.check_inputs(body, settings)
+    inputs = service.check_inputs(body, app_state(request).settings)
     try:
         predictions = await service.predict(serving, deployment, inputs)
     except (Conflict, NotFound):  # failed or gone meanwhile: read the record again next time
-        deployment_views(request).drop_where(lambda k, _v: k[1] == deployment.id)
+        deployment_views(request).drop_where(lambda key, _view: key[1] == deployment.id)
         raise
     # The answer is encoded here, in one orjson call, rather than through a pydantic model
     # per input (`response_model` still documents its shape).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from app.metrics import INFERENCE_BATCH_ROWS
+from app.metrics import INFERENCE_BATCH_ROWS, INFERENCE_BATCH_SIZE
 from app.serving.artifact import ArtifactRef, prepare_artifact
 from app.serving.batch_size import PROBE_TEXT, measure_curve, pick_batch_size
 from app.serving.batcher import MicroBatcher
@@ -218,8 +219,10 @@ class ServingManager:
         )
         batcher.start()
         deployed = Deployed(model, batcher)
+        INFERENCE_BATCH_SIZE.labels(deployment_id).set(model.max_rows)
         for evicted_id, evicted in self.cache.put(deployment_id, deployed):
             log.info("model_evicted", deployment_id=evicted_id)
+            _forget_metrics(evicted_id)
             self._spawn(evicted.batcher.close(drain=True))
         log.info("model_loaded", deployment_id=deployment_id, approx_mb=deployed.nbytes >> 20)
         return deployed
@@ -264,6 +267,7 @@ class ServingManager:
     async def unload(self, deployment_id: str) -> None:
         deployed = self.cache.pop(deployment_id)
         if deployed is not None:
+            _forget_metrics(deployment_id)
             await deployed.batcher.close(drain=False)
             log.info("model_unloaded", deployment_id=deployment_id)
 
@@ -287,6 +291,11 @@ class ServingManager:
         another process finishes first: marking ready is conditional."""
         if deployment_id not in self._loading and deployment_id not in self.cache:
             self.schedule_warm_up(deployment_id)
+
+
+def _forget_metrics(deployment_id: str) -> None:
+    with contextlib.suppress(KeyError):  # never set (a failed load) or already removed
+        INFERENCE_BATCH_SIZE.remove(deployment_id)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
