@@ -1,9 +1,14 @@
 """Request dependencies, as `Annotated` aliases routes declare by type.
 
 - `SessionDep`: one transaction per request, committed after the route returns and before
-  the response is sent (scope="function"), rolled back on any error.
+  the response is sent (scope="function"), rolled back on any error. The session is made on
+  the event loop and only the commit (or rollback) goes to a thread, and only when the request
+  used the database: building a session checks no connection out.
 - `TenantDep`: the tenant of the presented API key (401 otherwise), counted against the
-  tenant's rate limit (429 with `Retry-After` beyond it).
+  tenant's rate limit (429 with `Retry-After` beyond it). Both usually answer on the event
+  loop without I/O: the key's tenant from the process's short-lived cache
+  (app/tenants/auth.py), the count from the process's lease on the shared window
+  (app/ratelimit.py).
 - `JobDep`, `DatasetDep`, ...: "the tenant's object or 404". Routes take these instead of
   raw ids, so no route can forget the ownership check; another tenant's id is a 404,
   indistinguishable from an id that does not exist.
@@ -11,16 +16,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.artifacts import repository as artifacts_repo
 from app.datasets import repository as datasets_repo
-from app.db.hooks import run_after_commit, run_after_rollback
-from app.db.models import Artifact, Dataset, Deployment, Job, Tenant
+from app.db.hooks import has_hooks, run_after_commit, run_after_rollback
+from app.db.models import Artifact, Dataset, Deployment, Job
 from app.deployments import repository as deployments_repo
 from app.errors import NotFound
 from app.jobs import repository as jobs_repo
@@ -29,7 +35,10 @@ from app.ratelimit import TenantRateLimiter
 from app.settings import Settings
 from app.state import AppState, app_state
 from app.storage import ArtifactStore
-from app.tenants import service as tenants_service
+from app.tenants.auth import Authenticator, Principal, TenantRef
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 async def db_admission(request: Request) -> AsyncIterator[None]:
@@ -45,21 +54,49 @@ async def db_admission(request: Request) -> AsyncIterator[None]:
         yield
 
 
-def get_session(
+async def get_session(
     request: Request, _admitted: Annotated[None, Depends(db_admission, scope="function")]
-) -> Iterator[Session]:
+) -> AsyncIterator[Session]:
     session = app_state(request).sessionmaker()
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
-        run_after_rollback(session)
+        await run_in_threadpool(_rollback, session)
         raise
     else:
-        run_after_commit(session)
+        if session.in_transaction() or has_hooks(session):
+            await run_in_threadpool(_commit, session)
     finally:
         session.close()
+
+
+async def run_and_commit(
+    session: Session, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """`fn(session, ...)` then the commit, in one hop to the thread pool: for an `async def`
+    route whose database work is one short read, instead of a hop for each sync dependency,
+    one for the route and one for the commit. The answer is built before the commit."""
+
+    def work() -> T:
+        result = fn(session, *args, **kwargs)
+        _commit(session)
+        return result
+
+    return await run_in_threadpool(work)
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    except BaseException:
+        _rollback(session)
+        raise
+    run_after_commit(session)
+
+
+def _rollback(session: Session) -> None:
+    session.rollback()
+    run_after_rollback(session)
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -95,19 +132,41 @@ async def get_job_queue(state: StateDep) -> JobQueue:
 JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Tenant:
-    tenant, key = tenants_service.authenticate(session, authorization)
-    tenants_service.record_use(app_state(request).side_sessionmaker, key)
+) -> TenantRef:
+    """On a cache miss the key is read through the request's own session (already admitted
+    to the pool, so a miss never waits for a second connection)."""
+    auth = app_state(request).auth
+    key_hash = auth.key_hash(authorization)
+    principal = auth.cached(key_hash)
+    if principal is None:
+        principal = await run_in_threadpool(auth.resolve, session, key_hash)
+    await record_key_use(auth, principal)
+    await count_request(request, principal.tenant.id)
+    return principal.tenant
+
+
+async def record_key_use(auth: Authenticator, principal: Principal) -> None:
+    """The once-a-minute `last_used_at` stamp (a short write, in a thread, when due)."""
+    if auth.stamp_due(principal):
+        await run_in_threadpool(auth.stamp, principal)
+
+
+async def count_request(request: Request, tenant_id: str) -> None:
+    """The tenant's rate limit: on the loop from the process's lease, else a store call."""
     limiter: TenantRateLimiter = request.app.state.rate_limiter
-    limiter.check(tenant.id)
-    return tenant
+    if limiter.try_local(tenant_id):
+        return
+    if limiter.needs_io:
+        await run_in_threadpool(limiter.check, tenant_id)
+    else:
+        limiter.check(tenant_id)
 
 
-TenantDep = Annotated[Tenant, Depends(get_tenant)]
+TenantDep = Annotated[TenantRef, Depends(get_tenant)]
 
 
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:

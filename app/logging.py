@@ -31,8 +31,12 @@ def _mask_keys(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+def log_level(settings: Settings) -> int:
+    return logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+
+
 def configure_logging(settings: Settings) -> None:
-    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    level = log_level(settings)
     logging.basicConfig(level=level, format="%(message)s")
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -56,10 +60,12 @@ def configure_logging(settings: Settings) -> None:
 
 class RequestLogMiddleware:
     """Pure ASGI middleware (unlike BaseHTTPMiddleware it does not buffer streamed responses,
-    so SSE and downloads pass through untouched). Adds `X-Request-ID` to every response."""
+    so SSE and downloads pass through untouched). Adds `X-Request-ID` to every response.
+    `log_requests=False` (a level above INFO) skips the per-request line without building it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
         self.app = app
+        self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,13 +88,14 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                latency_ms=round((time.perf_counter() - start) * 1000, 2),
-            )
+            if self.log_requests:
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    latency_ms=round((time.perf_counter() - start) * 1000, 2),
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -8,6 +8,7 @@ build as many apps as they like, each with its own `Settings` and job queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from app.deployments.service import DbDeploymentSource
 from app.errors import AppError, BodyLimitJSONMiddleware
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
-from app.logging import RequestLogMiddleware, configure_logging
+from app.logging import RequestLogMiddleware, configure_logging, log_level
 from app.metrics import MetricsMiddleware
 from app.metrics import router as metrics_router
 from app.models.router import router as models_router
@@ -37,7 +38,9 @@ from app.serving.manager import ServingManager
 from app.settings import Settings, get_settings
 from app.state import AppState
 from app.storage import store_from_settings
+from app.tenants.auth import Authenticator
 from app.tenants.router import router as tenants_router
+from app.ttlcache import TTLCache
 
 log = structlog.get_logger("sec.api")
 
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
         )
         side_engine = make_engine(settings.database_url, pool_size=2, max_overflow=8)
         sessions = make_sessionmaker(engine)
+        side_sessions = make_sessionmaker(side_engine)
         store = store_from_settings(settings)
         app.state.sec = AppState(
             settings=settings,
@@ -77,8 +81,9 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
             sessionmaker=sessions,
             store=store,
             job_queue=job_queue or CeleryJobQueue(settings.broker_url),
-            side_sessionmaker=make_sessionmaker(side_engine),
+            side_sessionmaker=side_sessions,
             db_slots=asyncio.Semaphore(DB_POOL_SIZE + DB_MAX_OVERFLOW),
+            auth=Authenticator(sessions, side_sessions, ttl_s=settings.auth_cache_seconds),
         )
         # Hosted inference: loaded models, micro-batchers and their thread pools.
         serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))
@@ -105,23 +110,29 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
     )
     # Per-tenant request counters (app/ratelimit.py), read by the tenant dependency.
     app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
+    # Ready deployments' records for predict, (tenant id, deployment id) -> view, kept as long
+    # as the key cache's entries (app/deployments/router.py).
+    app.state.deployment_views = TTLCache(settings.auth_cache_seconds)
     # Body limits are set per router (uploads get theirs, JSON routes a small one) rather than
     # app-wide: an app-wide limit answers from outside our middleware, in plain text.
     app.add_middleware(BodyLimitJSONMiddleware)
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, log_requests=log_level(settings) <= logging.INFO)
     app.add_middleware(MetricsMiddleware)
     _add_exception_handlers(app)
 
     json_limit = settings.max_json_body_bytes
+    # Routes are matched in order, one pattern at a time, so the hot ones go first: the
+    # predict route, then job status and events, then downloads. The prefixes do not overlap,
+    # so the order changes nothing else.
+    app.include_router(deployments_router, max_body_size=json_limit)
+    app.include_router(jobs_router, max_body_size=json_limit)
+    app.include_router(artifacts_router, max_body_size=json_limit)
     app.include_router(health_router, max_body_size=json_limit)
     app.include_router(tenants_router, max_body_size=json_limit)
     app.include_router(datasets_router, max_body_size=settings.max_upload_bytes + MULTIPART_SLACK)
     app.include_router(
         models_router, max_body_size=settings.max_model_archive_bytes + MULTIPART_SLACK
     )
-    app.include_router(jobs_router, max_body_size=json_limit)
-    app.include_router(artifacts_router, max_body_size=json_limit)
-    app.include_router(deployments_router, max_body_size=json_limit)
     app.include_router(metrics_router, max_body_size=json_limit)
     mount_dashboard(app)
     return app

@@ -5,6 +5,10 @@
   number of series. Server-sent-event streams are counted when they end.
 - `sec_inference_duration_seconds{outcome}`: hosted inference, from the moment a predict
   request is queued for its micro-batch until its answer is back (queue wait + model).
+- `sec_inference_batch_rows`: inputs per micro-batch handed to a model; `_sum / _count` is
+  the mean batch size (the serving bench reads it).
+- `sec_inference_batch_size{deployment}`: the largest micro-batch of each deployment loaded in
+  this process, picked at load time from the model's measured curve (removed on unload).
 - `sec_jobs{status}`: jobs by state, counted in the database at scrape time (the database is
   the source of truth, so every API replica reports the same numbers).
 - `sec_broker_queue_depth{queue}`: messages waiting on each Celery queue, asked of the broker
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, Histogram
 from prometheus_client import generate_latest as render
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -48,6 +52,16 @@ INFERENCE_LATENCY = Histogram(
     "Hosted inference latency per predict request (micro-batch wait + model run).",
     ["outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INFERENCE_BATCH_ROWS = Histogram(
+    "sec_inference_batch_rows",
+    "Inputs per micro-batch handed to a model (all deployments of the process).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+INFERENCE_BATCH_SIZE = Gauge(
+    "sec_inference_batch_size",
+    "Largest micro-batch of each deployment loaded in this process (picked from its curve).",
+    ["deployment"],
 )
 BROKER_TIMEOUT_S = 2.0
 

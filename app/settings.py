@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # force a redelivery of a running job.
     broker_visibility_timeout_seconds: int | None = Field(default=None, ge=1)
 
+    # How long an API process trusts what it read about a presented key (its tenant, not
+    # revoked) before reading it again; 0 = never cache. A key revoked through another
+    # replica is refused by this one at most this long after (app/tenants/auth.py).
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+
     # Requests per minute per tenant on the authenticated API (429 + Retry-After beyond it).
     rate_limit_per_minute: int = Field(default=1200, ge=1)
     # Where the counters live. Empty = the broker's Redis when the broker is Redis (shared by
@@ -61,7 +66,14 @@ class Settings(BaseSettings):
     inference_max_inputs: int = Field(default=256, ge=1)
     inference_max_text_chars: int = Field(default=10_000, ge=1)
     inference_max_batch_size: int = Field(default=32, ge=1)
-    inference_max_wait_ms: float = Field(default=5.0, ge=0)
+    # 0: an idle model takes a request at once, and batches form from what arrives while the
+    # previous batch runs. More makes an idle model wait that long for a batch to fill.
+    inference_max_wait_ms: float = Field(default=0.0, ge=0)
+    # Padded tokens (rows x longest sequence) in one ONNX call.
+    inference_max_batch_tokens: int = Field(default=8192, ge=1)
+    # Measure each model's time per input by batch size at load time and run batches no
+    # bigger than the size past which it stops paying (app/serving/batch_size.py).
+    inference_auto_batch_size: bool = True
     inference_queue_size: int = Field(default=1024, ge=1)
     inference_threads: int = Field(default=2, ge=1)
     inference_cache_models: int = Field(default=4, ge=1)

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from app.queue import JobQueue
 from app.settings import Settings
 from app.storage import ArtifactStore
+from app.tenants.auth import Authenticator
 
 # An alias: inside the class, the name `sessionmaker` is the field above it.
 SideSessions: TypeAlias = sessionmaker[Session]
@@ -31,6 +32,8 @@ class AppState:
     side_sessionmaker: SideSessions
     # One slot per connection of the request pool (see `app.deps.db_admission`).
     db_slots: asyncio.Semaphore
+    # Presented key -> tenant, cached for a few seconds (app/tenants/auth.py).
+    auth: Authenticator
 
 
 def app_state(conn: HTTPConnection) -> AppState:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.artifacts import service
 from app.artifacts.schemas import ArtifactOut
-from app.deps import ArtifactDep, StoreDep
+from app.deps import ArtifactDep, SessionDep, StoreDep, TenantDep, run_and_commit
 from app.schemas import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=ERROR_RESPONSES)
@@ -24,6 +24,8 @@ def get_artifact(*, artifact: ArtifactDep) -> ArtifactOut:
     response_class=Response,
     responses={200: {"content": {"application/gzip": {}}, "description": "The archive"}},
 )
-def download_artifact(*, artifact: ArtifactDep, store: StoreDep) -> Response:
+async def download_artifact(
+    *, artifact_id: str, session: SessionDep, tenant: TenantDep, store: StoreDep
+) -> Response:
     """Download the archive; its sha256 is in `X-Checksum-SHA256` and `Content-Digest`."""
-    return service.download_response(artifact, store)
+    return await run_and_commit(session, service.download, tenant.id, artifact_id, store)

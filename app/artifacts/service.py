@@ -6,10 +6,12 @@ import base64
 from pathlib import PurePosixPath
 
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from app.artifacts import repository as repo
 from app.db.models import Artifact, ArtifactStatus
-from app.errors import Conflict, InternalError
+from app.errors import Conflict, InternalError, NotFound
 from app.storage import ArtifactStore
 
 
@@ -28,6 +30,14 @@ def download_filename(artifact: Artifact) -> str:
     name = PurePosixPath(artifact.storage_key).name
     suffix = "".join(PurePosixPath(name).suffixes) or ".tar.gz"
     return f"{artifact.id}{suffix}"
+
+
+def download(session: Session, tenant_id: str, artifact_id: str, store: ArtifactStore) -> Response:
+    """The tenant's artifact's archive as a response (or 404 / 409)."""
+    artifact = repo.get(session, tenant_id, artifact_id)
+    if artifact is None:
+        raise NotFound(f"artifact {artifact_id!r} not found")
+    return download_response(artifact, store)
 
 
 def download_response(artifact: Artifact, store: ArtifactStore) -> Response:

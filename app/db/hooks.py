@@ -30,6 +30,10 @@ def on_rollback(session: Session, hook: Hook) -> None:
     session.info.setdefault(_ROLLBACK, []).append(hook)
 
 
+def has_hooks(session: Session) -> bool:
+    return bool(session.info.get(_COMMIT) or session.info.get(_ROLLBACK))
+
+
 def run_after_commit(session: Session) -> None:
     _run(session, _COMMIT)
 

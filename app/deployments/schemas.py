@@ -13,13 +13,18 @@ from app.schemas import InputModel, OutputModel
 class DeploymentCreate(InputModel):
     artifact_id: str = Field(min_length=1, max_length=40)
     max_batch_size: int | None = Field(
-        default=None, ge=1, le=512, description="Most inputs run together in one batch."
+        default=None,
+        ge=1,
+        le=512,
+        description="Most inputs run together in one batch (the deployment may pick fewer"
+        " from the model's time per input, measured when it loads).",
     )
     max_wait_ms: float | None = Field(
         default=None,
         ge=0,
         le=1000,
-        description="Longest time the oldest queued input waits for a batch to fill.",
+        description="Longest time an idle model waits for a batch to fill (default 0: a lone"
+        " request runs at once; batches still form from what arrives while one runs).",
     )
 
 

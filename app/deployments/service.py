@@ -22,7 +22,7 @@ from app.serving.errors import BatcherClosed, DeploymentGone, ModelLoadError, Qu
 from app.serving.manager import LoadSpec, ServingManager
 from app.serving.model import Prediction
 from app.settings import Settings
-from app.tenants import service as tenants_service
+from app.tenants.auth import Authenticator, Principal
 
 # At most this many problems are listed in one 422 message.
 _MAX_PROBLEMS = 5
@@ -82,17 +82,21 @@ def delete_deployment(session: Session, deployment: Deployment, serving: Serving
 
 
 def view(
-    factory: sessionmaker[Session], authorization: str | None, deployment_id: str
-) -> DeploymentView:
-    """Authenticate the key and read the tenant's deployment (or 404), in one transaction."""
+    factory: sessionmaker[Session],
+    auth: Authenticator,
+    key_hash: str,
+    principal: Principal | None,
+    deployment_id: str,
+) -> tuple[Principal, DeploymentView]:
+    """Authenticate the key (unless `principal` is already known) and read the tenant's
+    deployment (or 404), in one short transaction."""
     with unit_of_work(factory) as session:
-        tenant, key = tenants_service.authenticate(session, authorization)
-        deployment = repo.get(session, tenant.id, deployment_id)
+        if principal is None:
+            principal = auth.resolve(session, key_hash)
+        deployment = repo.get(session, principal.tenant.id, deployment_id)
         if deployment is None:
             raise NotFound(f"deployment {deployment_id!r} not found")
-        view = DeploymentView(deployment.id, deployment.status, deployment.error_message)
-    tenants_service.record_use(factory, key)
-    return view
+        return principal, DeploymentView(deployment.id, deployment.status, deployment.error_message)
 
 
 def check_inputs(body: PredictRequest, settings: Settings) -> list[TextInput]:

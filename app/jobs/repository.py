@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
@@ -17,6 +17,22 @@ ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCEL_REQUEST
 
 def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+# Built once: status polls are the hottest read of the control API.
+_JOB_AND_ARTIFACT = (
+    select(Job, Artifact.id)
+    .outerjoin(Artifact, Artifact.job_id == Job.id)  # at most one artifact per job
+    .where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+)
+
+
+def get_with_artifact(
+    session: Session, tenant_id: str, job_id: str
+) -> tuple[Job, str | None] | None:
+    """The tenant's job and its artifact's id, in one query."""
+    row = session.execute(_JOB_AND_ARTIFACT, {"job_id": job_id, "tenant_id": tenant_id}).first()
+    return None if row is None else (row[0], row[1])
 
 
 def list_page(

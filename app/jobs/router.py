@@ -13,11 +13,19 @@ from app import idempotency
 from app.artifacts import repository as artifacts_repo
 from app.artifacts.schemas import ArtifactList, ArtifactOut
 from app.db.models import JobStatus
-from app.deps import JobDep, JobQueueDep, SessionDep, SettingsDep, StateDep, TenantDep
+from app.deps import (
+    JobDep,
+    JobQueueDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    TenantDep,
+    run_and_commit,
+)
 from app.errors import InvalidInput
 from app.jobs import repository as repo
 from app.jobs import service
-from app.jobs.schemas import EventPage, JobEventOut, JobOut, TracePage, TraceRowOut
+from app.jobs.schemas import EventPage, JobOut, TracePage, TraceRowOut
 from app.jobs.stream import job_event_stream
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
@@ -81,9 +89,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(*, job: JobDep, session: SessionDep) -> JobOut:
+async def get_job(*, job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     """Status, phase, progress, metrics, targets met, error and artifact of one job."""
-    return JobOut.from_job(job, repo.artifact_ids(session, [job.id]).get(job.id))
+    # The hottest read (clients poll it): one query in one thread-pool hop.
+    return await run_and_commit(session, service.job_status, tenant.id, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
@@ -106,22 +115,16 @@ def cancel_job(
 
 
 @router.get("/{job_id}/events", response_model=EventPage)
-def list_events(
+async def list_events(
     *,
-    job: JobDep,
+    job_id: str,
     session: SessionDep,
+    tenant: TenantDep,
     after: Annotated[int, Query(ge=0, description="Return events with id > after")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Typed job events in order; poll with `?after=<next_cursor>`."""
-    events = repo.events_after(session, job.id, after, limit + 1)
-    page = events[:limit]
-    return EventPage(
-        data=[JobEventOut.from_row(e) for e in page],
-        next_cursor=page[-1].id if page else after,
-        has_more=len(events) > limit,
-        job_status=job.status,
-    )
+    return await run_and_commit(session, service.event_page, tenant.id, job_id, after, limit)
 
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse)

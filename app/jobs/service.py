@@ -17,6 +17,7 @@ from app.db.hooks import on_commit
 from app.db.models import Dataset, Job, JobStatus, utcnow
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.jobs import repository as repo
+from app.jobs.schemas import EventPage, JobEventOut, JobOut
 from app.models.service import resolve_base_model
 from app.queue import JobQueue
 from app.settings import Settings
@@ -145,3 +146,27 @@ def cancel_job(session: Session, job: Job) -> Job:
             repo.add_event(session, job.id, STATUS_EVENT, message, {"status": target.value})
             return job
     raise Conflict(f"job {job.id!r} is changing state; retry the cancel")
+
+
+def job_status(session: Session, tenant_id: str, job_id: str) -> JobOut:
+    """The tenant's job as the API shows it (or 404), in one query."""
+    found = repo.get_with_artifact(session, tenant_id, job_id)
+    if found is None:
+        raise NotFound(f"job {job_id!r} not found")
+    job, artifact_id = found
+    return JobOut.from_job(job, artifact_id)
+
+
+def event_page(session: Session, tenant_id: str, job_id: str, after: int, limit: int) -> EventPage:
+    """Events with id > `after` of the tenant's job (or 404), and whether more follow."""
+    job = repo.get(session, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found")
+    events = repo.events_after(session, job.id, after, limit + 1)
+    page = events[:limit]
+    return EventPage(
+        data=[JobEventOut.from_row(e) for e in page],
+        next_cursor=page[-1].id if page else after,
+        has_more=len(events) > limit,
+        job_status=job.status,
+    )

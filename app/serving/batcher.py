@@ -1,11 +1,22 @@
 """Dynamic micro-batching over a bounded queue, for one deployment.
 
 Requests put their inputs (one item each) on the queue and await one future per item. A
-single worker task takes up to `max_batch_size` items, waiting at most `max_wait_s` after the
-oldest item arrived for more to come, and runs the batch through `run_batch` (which hands it
-to a thread pool, so the event loop never blocks). While one batch runs, the next one fills:
-under load batches come out full without any waiting, and a lone request pays at most
-`max_wait_s`.
+single worker task runs one batch at a time through `run_batch` (which hands it to a thread
+pool, so the event loop never blocks):
+
+- when the model is idle, the worker takes what is queued at once: a lone request never
+  waits for company (`max_wait_s` = 0, the default);
+- while a batch runs, the next one fills, and the worker takes up to `max_batch_size` of
+  what arrived meanwhile as soon as the model is free: under load batches come out full
+  without anyone waiting on a timer;
+- `max_wait_s` > 0 (opt-in, for hardware where a small batch leaves most of the device
+  idle) makes an idle model wait up to that long after the oldest queued item arrived for a
+  fuller batch.
+
+So at one client micro-batching is one-at-a-time, and under load it never runs a batch
+bigger than `max_batch_size`, which the serving manager picks from the model's measured
+curve (app/serving/batch_size.py); how a batch is cut into model calls (by length and
+padded tokens) is the model's business (app/serving/model.py).
 
 The queue is bounded in items, and a request's inputs are admitted all together or not at
 all, so one request is never half-served (one larger than the whole queue is taken when the

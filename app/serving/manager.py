@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from app.metrics import INFERENCE_BATCH_ROWS, INFERENCE_BATCH_SIZE
 from app.serving.artifact import ArtifactRef, prepare_artifact
+from app.serving.batch_size import PROBE_TEXT, measure_curve, pick_batch_size
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import LRUCache
 from app.serving.encoder import TextInput
@@ -202,17 +205,24 @@ class ServingManager:
         spec, model = await loop.run_in_executor(
             self._load_pool, self._load_blocking, deployment_id
         )
+
+        def run_batch(values: list[TextInput]) -> asyncio.Future[list[Prediction]]:
+            INFERENCE_BATCH_ROWS.observe(len(values))
+            return loop.run_in_executor(self._infer_pool, model.predict, values)
+
         batcher: MicroBatcher[TextInput, Prediction] = MicroBatcher(
-            lambda values: loop.run_in_executor(self._infer_pool, model.predict, values),
-            max_batch_size=spec.max_batch_size,
+            run_batch,
+            max_batch_size=model.max_rows,
             max_wait_s=spec.max_wait_ms / 1000.0,
             max_queue=self.settings.inference_queue_size,
             name=deployment_id,
         )
         batcher.start()
         deployed = Deployed(model, batcher)
+        INFERENCE_BATCH_SIZE.labels(deployment_id).set(model.max_rows)
         for evicted_id, evicted in self.cache.put(deployment_id, deployed):
             log.info("model_evicted", deployment_id=evicted_id)
+            _forget_metrics(evicted_id)
             self._spawn(evicted.batcher.close(drain=True))
         log.info("model_loaded", deployment_id=deployment_id, approx_mb=deployed.nbytes >> 20)
         return deployed
@@ -229,13 +239,35 @@ class ServingManager:
             max_ratio=self.settings.max_archive_ratio,
         )
         model = load_model(
-            directory, spec.artifact.manifest, threads=self.settings.inference_threads
+            directory,
+            spec.artifact.manifest,
+            threads=self.settings.inference_threads,
+            max_tokens=self.settings.inference_max_batch_tokens,
         )
+        model.max_rows = self._batch_size(spec, model)
         return spec, model
+
+    def _batch_size(self, spec: LoadSpec, model: LoadedModel) -> int:
+        """The deployment's `max_batch_size`, or less where the model's own curve, measured
+        here, shows that bigger batches buy nothing (app/serving/batch_size.py)."""
+        if spec.max_batch_size == 1 or not self.settings.inference_auto_batch_size:
+            return spec.max_batch_size
+        curve = measure_curve(
+            lambda size: model.probabilities([PROBE_TEXT] * size), spec.max_batch_size
+        )
+        picked = pick_batch_size(curve)
+        log.info(
+            "batch_size_picked",
+            deployment_id=spec.deployment_id,
+            batch_size=picked,
+            ms_per_input={size: round(1000 * t, 3) for size, t in curve.items()},
+        )
+        return picked
 
     async def unload(self, deployment_id: str) -> None:
         deployed = self.cache.pop(deployment_id)
         if deployed is not None:
+            _forget_metrics(deployment_id)
             await deployed.batcher.close(drain=False)
             log.info("model_unloaded", deployment_id=deployment_id)
 
@@ -259,6 +291,11 @@ class ServingManager:
         another process finishes first: marking ready is conditional."""
         if deployment_id not in self._loading and deployment_id not in self.cache:
             self.schedule_warm_up(deployment_id)
+
+
+def _forget_metrics(deployment_id: str) -> None:
+    with contextlib.suppress(KeyError):  # never set (a failed load) or already removed
+        INFERENCE_BATCH_SIZE.remove(deployment_id)
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:

@@ -18,18 +18,21 @@ import numpy.typing as npt
 
 from app.serving.encoder import TextEncoder, TextInput, read_json
 from app.serving.errors import ModelLoadError
+from sec_engine.runtime.ort import cpu_session
 
 DEFAULT_ONNX = "model.int8.onnx"
 DEFAULT_MODEL_DIR = "model"
 _KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # ORT's own heap and per-run buffers on top of the weights, for the cache's memory estimate.
 RUNTIME_OVERHEAD_BYTES = 32 * 1024 * 1024
-# Length grouping inside a batch (see `length_groups`).
+# Cutting a batch into ONNX calls (see `plan_batches`).
 GROUP_GROWTH = 1.25
 GROUP_SLACK = 4
+DEFAULT_MAX_BATCH_TOKENS = 8192
+MAX_ROWS_PER_CALL = 512
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prediction:
     label: str
     probabilities: dict[str, float]
@@ -61,37 +64,68 @@ def resolve_labels(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> li
     raise ModelLoadError("the artifact names no labels (manifest 'labels' or config id2label)")
 
 
-def length_groups(lengths: Sequence[int]) -> list[list[int]]:
-    """Indices grouped into runs of similar length, each run one ONNX call.
+def plan_batches(lengths: Sequence[int], *, max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Indices cut into ONNX calls: sorted by length, then cut where a call would exceed
+    `max_rows` rows or `max_tokens` padded tokens (rows x its longest sequence), or where the
+    length grows by more than `GROUP_GROWTH` (plus a few tokens of slack) over the call's
+    shortest input.
 
-    A micro-batch mixes requests of any length, and padding all of them to the longest
-    makes the short ones pay for it (attention is quadratic in it): on Rotten Tomatoes
-    snippets (median 27 tokens, 1% over 230) a padded batch of 8 cost 60% more per input
-    than one input at a time. Sorted by length and cut where the length grows by more than
-    `GROUP_GROWTH` (plus a few tokens of slack), the padding stays small, and the call
-    overhead is still shared by the inputs of a group.
+    A micro-batch mixes requests of any length, and padding all of them to the longest makes
+    the short ones pay for it (attention is quadratic in it): on Rotten Tomatoes snippets
+    (median 27 tokens, 1% over 230) a padded batch of 8 cost 60% more per input than one
+    input at a time. Grouped by length, the padding stays small and the call overhead is
+    still shared by the inputs of a group; the token cap bounds one call's work and memory
+    (as TEI's `max_batch_tokens` does). An input longer than `max_tokens` runs alone.
     """
+    if max_rows < 1 or max_tokens < 1:
+        raise ValueError("max_rows and max_tokens must be >= 1")
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     groups: list[list[int]] = []
     for i in order:
-        if groups and lengths[i] <= lengths[groups[-1][0]] * GROUP_GROWTH + GROUP_SLACK:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+        n = lengths[i]
+        if groups:
+            group = groups[-1]
+            shortest = lengths[group[0]]
+            if (
+                len(group) < max_rows
+                and (len(group) + 1) * n <= max_tokens
+                and n <= shortest * GROUP_GROWTH + GROUP_SLACK
+            ):
+                group.append(i)
+                continue
+        groups.append([i])
     return groups
 
 
 class LoadedModel:
-    def __init__(self, session: Any, encoder: TextEncoder, labels: list[str], nbytes: int) -> None:
+    """`max_rows` / `max_tokens` bound one ONNX call (see `plan_batches`); the serving manager
+    sets `max_rows` from the batch-size curve it measures at load time."""
+
+    def __init__(
+        self,
+        session: Any,
+        encoder: TextEncoder,
+        labels: list[str],
+        nbytes: int,
+        *,
+        max_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    ) -> None:
         self.session = session
         self.encoder = encoder
         self.labels = labels
         self.nbytes = nbytes
+        self.max_rows = MAX_ROWS_PER_CALL
+        self.max_tokens = max_tokens
 
     def probabilities(self, inputs: Sequence[TextInput]) -> npt.NDArray[np.float64]:
+        """Class probabilities, one row per input: the whole batch tokenised in one call,
+        then run as `plan_batches` cuts it."""
         encodings = self.encoder.tokenize(inputs)
         parts: list[tuple[list[int], npt.NDArray[np.float64]]] = []
-        for rows in length_groups([len(e.ids) for e in encodings]):
+        plan = plan_batches(
+            [len(e.ids) for e in encodings], max_rows=self.max_rows, max_tokens=self.max_tokens
+        )
+        for rows in plan:
             feeds = self.encoder.pad([encodings[i] for i in rows])
             (out,) = self.session.run(["logits"], feeds)
             parts.append((rows, np.asarray(out, dtype=np.float64)))
@@ -105,19 +139,21 @@ class LoadedModel:
 
     def predict(self, inputs: Sequence[TextInput]) -> list[Prediction]:
         probs = self.probabilities(inputs)
+        labels = self.labels
         return [
-            Prediction(
-                label=self.labels[int(row.argmax())],
-                probabilities={name: float(p) for name, p in zip(self.labels, row, strict=True)},
-            )
-            for row in probs
+            Prediction(labels[int(best)], dict(zip(labels, row, strict=True)))
+            for best, row in zip(probs.argmax(axis=1).tolist(), probs.tolist(), strict=True)
         ]
 
 
-def load_model(artifact_dir: Path, manifest: Mapping[str, Any], *, threads: int) -> LoadedModel:
+def load_model(
+    artifact_dir: Path,
+    manifest: Mapping[str, Any],
+    *,
+    threads: int,
+    max_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> LoadedModel:
     """Open the artifact's ONNX model and tokenizer and run one dummy batch through them."""
-    import onnxruntime as ort  # deferred: a process that never serves does not pay for it
-
     files = manifest.get("files")
     files = files if isinstance(files, Mapping) else {}
     # `onnx_int8` is the engine's key; `onnx` lets an fp32 model (the bench's teacher) be
@@ -128,18 +164,9 @@ def load_model(artifact_dir: Path, manifest: Mapping[str, Any], *, threads: int)
     if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
         raise ModelLoadError(f"the artifact has no ONNX model at {onnx_name}")
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle ORT threads spin-wait by default, burning the cores the event loop, the tokenizer
-    # and other models need between batches; the wake-up cost is small next to a batch.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(
-            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        # The engine's own latency measurement builds its sessions the same way.
+        session = cpu_session(onnx_path, threads)
     except Exception as exc:  # ORT raises its own exception types for bad graphs
         raise ModelLoadError(f"ONNX Runtime cannot load {onnx_name}: {exc}") from exc
 
@@ -157,7 +184,7 @@ def load_model(artifact_dir: Path, manifest: Mapping[str, Any], *, threads: int)
     labels = resolve_labels(manifest, read_json(model_dir / "config.json"))
     tokenizer_bytes = (model_dir / "tokenizer.json").stat().st_size
     nbytes = onnx_path.stat().st_size + tokenizer_bytes + RUNTIME_OVERHEAD_BYTES
-    model = LoadedModel(session, encoder, labels, nbytes)
+    model = LoadedModel(session, encoder, labels, nbytes, max_tokens=max_tokens)
 
     try:
         probs = model.probabilities(["warm-up", ("warm-up", "pair")])

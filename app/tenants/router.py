@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
+from app.db.hooks import on_commit
 from app.deps import SessionDep, TenantDep
 from app.schemas import ERROR_RESPONSES
+from app.state import app_state
 from app.tenants import repository as repo
 from app.tenants import service
 from app.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, TenantOut
@@ -56,6 +58,12 @@ def create_key(
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyOut)
-def revoke_key(*, key_id: str, session: SessionDep, tenant: TenantDep) -> ApiKeyOut:
-    """Revoke a key: it answers 401 from now on."""
-    return ApiKeyOut.model_validate(service.revoke_api_key(session, tenant.id, key_id))
+def revoke_key(
+    *, key_id: str, request: Request, session: SessionDep, tenant: TenantDep
+) -> ApiKeyOut:
+    """Revoke a key: it answers 401 from now on (on other API replicas, within
+    `SEC_AUTH_CACHE_SECONDS`)."""
+    key = service.revoke_api_key(session, tenant.id, key_id)
+    auth = app_state(request).auth
+    on_commit(session, lambda: auth.forget_key(key.id))
+    return ApiKeyOut.model_validate(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,8 +72,9 @@ def revoke_api_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
     return key
 
 
-def authenticate(session: Session, authorization: str | None) -> tuple[Tenant, ApiKey]:
-    """Resolve an `Authorization` header value. Every failure is a 401 naming what is wrong."""
+def presented_key_hash(authorization: str | None) -> str:
+    """The hash of the key in an `Authorization` header value, checked for shape only (no
+    database). Every failure is a 401 naming what is wrong."""
     if not authorization:
         raise Unauthorized(
             "missing API key: send the header 'Authorization: Bearer <key>'",
@@ -90,13 +91,27 @@ def authenticate(session: Session, authorization: str | None) -> tuple[Tenant, A
             "malformed API key: keys look like 'sec_' followed by 43 characters",
             code="malformed_api_key",
         )
-    found = repo.get_key_and_tenant(session, hash_key(token))
+    return hash_key(token)
+
+
+def authenticate_hash(session: Session, key_hash: str) -> tuple[Tenant, ApiKey]:
+    """The tenant and key with this hash, from the database; 401 if unknown or revoked."""
+    found = repo.get_key_and_tenant(session, key_hash)
     if found is None:
         raise Unauthorized("invalid API key", code="invalid_api_key")
     key, tenant = found
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", code="revoked_api_key")
     return tenant, key
+
+
+def authenticate(session: Session, authorization: str | None) -> tuple[Tenant, ApiKey]:
+    """Resolve an `Authorization` header value. Every failure is a 401 naming what is wrong."""
+    return authenticate_hash(session, presented_key_hash(authorization))
+
+
+def stamp_due(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION
 
 
 def record_use(factory: sessionmaker[Session], key: ApiKey) -> None:
@@ -108,7 +123,11 @@ def record_use(factory: sessionmaker[Session], key: ApiKey) -> None:
     in that moment waited for each other to finish (tests/integration/test_key_use_postgres.py).
     A request that finds the stamp fresh writes nothing."""
     now = utcnow()
-    if key.last_used_at is not None and now - key.last_used_at <= LAST_USED_RESOLUTION:
-        return
+    if stamp_due(key.last_used_at, now):
+        stamp_use(factory, key.id, now)
+
+
+def stamp_use(factory: sessionmaker[Session], key_id: str, now: datetime) -> None:
+    """The conditional write of `record_use` (another process may have stamped meanwhile)."""
     with factory() as session, session.begin():
-        repo.stamp_key_used(session, key.id, now, now - LAST_USED_RESOLUTION)
+        repo.stamp_key_used(session, key_id, now, now - LAST_USED_RESOLUTION)

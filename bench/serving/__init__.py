@@ -1,1 +1,1 @@
-"""Hosted-inference benchmark (issue 4): `python -m bench.serving`."""
+"""Hosted-inference benchmark: `python -m bench.serving` (see bench/serving/run.py)."""

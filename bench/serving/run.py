@@ -1,26 +1,36 @@
-"""bench/serving: hosted inference measured over loopback HTTP, in one run.
+"""bench/serving: hosted inference over loopback HTTP, and where each request's CPU goes.
 
-    python -m bench.serving [--clients 1,8,32,64] [--max-requests 1500] [--max-seconds 12]
+    python -m bench.serving                  # the full run: 1/8/32/64 clients, 10 s each (~5 min)
+    python -m bench.serving --quick          # smoke run: 1/64 clients, 3 s each (~1.5 min)
+    python -m bench.serving --loadgen python # without wrk (apt-get install wrk)
 
 Starts the real API (uvicorn, one process) in a subprocess on 127.0.0.1 with its own var
 folder, registers the artifacts the way the worker does, deploys them through the API and
-drives them with a closed-loop async httpx load generator (one Rotten Tomatoes snippet per
-request) at each client count:
+drives each with a closed-loop load generator (one Rotten Tomatoes snippet per request) at
+each client count:
 
 - `compressed`: the best SEC artifact found under var/ (else a stand-in, said so), int8
-  ONNX, micro-batching on (the server defaults: max_batch_size 32, max_wait_ms 5);
+  ONNX, with the server's defaults: micro-batching on, no wait for a lone request, the batch
+  size the deployment picks from its own measured curve;
 - `compressed-unbatched`: the same artifact with max_batch_size 1: one request at a time;
-- `teacher`: MiniLM-L6 (fresh 2-class head) exported as fp32 ONNX, served the same way.
+- `teacher`: MiniLM-L6 (fresh 2-class head) exported as fp32 ONNX, server defaults.
 
-Writes results.json, results.md (with the command and the machine) and results.png next to
-this file. The load generator runs on the same machine as the server: on a small machine it
-takes a real share of the CPU, which the numbers include.
+The load generator is `wrk` (C, one thread, a Lua script with the request bytes built once)
+when it is installed, else an async httpx client per simulated user (`--loadgen`); the
+report says which, and what it cost per request. For each scenario the bench reads the API
+process's CPU time (psutil: user + system, every thread) before and after, and the server's
+mean batch size (`/metrics`), and splits the server's CPU per request into the model's share
+(the in-process curve of the same model, same threads, same texts, at that batch size:
+bench/serving/model_curve.py), the tokenizer's and the rest (HTTP, validation, auth, rate
+limit, batching, JSON).
+
+Writes results.json, results.md (each target of issue 13 with its measured value, met or
+not) and results.png next to this file; `--quick` writes results.quick.* instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import socket
@@ -32,9 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-from app.settings import Settings
-from bench.serving.load import Scenario, run_scenario
+from bench.serving import wrk
+from bench.serving.cpu import ModelCurve, process_cpu_s, split_request_cpu
+from bench.serving.load import LoadResult, run_python
+from bench.serving.model_curve import QUICK_SIZES, SIZES, measure_model
 from bench.serving.prepare import (
     BuiltArtifact,
     build_stand_in,
@@ -47,8 +60,9 @@ from bench.serving.report import write_reports
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-BATCHED = {"max_batch_size": 32, "max_wait_ms": 5.0}
-UNBATCHED = {"max_batch_size": 1, "max_wait_ms": 0.0}
+BATCHED: dict[str, Any] = {}  # the server's defaults
+UNBATCHED = {"max_batch_size": 1}
+WARMUP_REQUESTS = 20
 
 
 def _free_port() -> int:
@@ -107,7 +121,7 @@ def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
     raise SystemExit(f"the API did not come up in 90 s; see {log}")
 
 
-def _deploy(base: str, api_key: str, artifact_id: str, config: dict[str, Any]) -> str:
+def _deploy(base: str, api_key: str, artifact_id: str, config: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"}
     r = httpx.post(
         f"{base}/v1/deployments",
@@ -119,52 +133,110 @@ def _deploy(base: str, api_key: str, artifact_id: str, config: dict[str, Any]) -
     deployment_id: str = r.json()["id"]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        body = httpx.get(f"{base}/v1/deployments/{deployment_id}", headers=headers).json()
+        body: dict[str, Any] = httpx.get(
+            f"{base}/v1/deployments/{deployment_id}", headers=headers
+        ).json()
         if body["status"] == "ready":
-            return deployment_id
+            return body
         if body["status"] == "failed":
             raise SystemExit(f"deployment failed: {body['error_message']}")
         time.sleep(0.3)
     raise SystemExit("deployment did not become ready in 300 s")
 
 
-def time_model(art: BuiltArtifact, work: Path, texts: list[str], threads: int) -> dict[str, Any]:
-    """ms per input (wall and CPU) at batch 1 and 32, through the serving engine's own model
-    code but without HTTP: what batching can gain in the model itself on this CPU."""
-    import tarfile
+def picked_batch_sizes(base: str) -> dict[str, int]:
+    """deployment id -> the largest batch the server picked for it (`/metrics`)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    return {
+        sample.labels["deployment"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        if family.name == "sec_inference_batch_size"
+        for sample in family.samples
+    }
 
-    from app.serving.model import load_model
 
-    with tarfile.open(art.archive, "r:gz") as tar:
-        tar.extractall(work, filter="data")
-    (top,) = [p for p in work.iterdir() if p.is_dir()]
-    model = load_model(top, art.manifest, threads=threads)
-    out: dict[str, Any] = {}
-    for batch in (1, 32):
-        model.predict(texts[:batch])  # warm
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(texts), batch):
-            model.predict(texts[i : i + batch])
-        n = len(texts)
-        out[f"batch_{batch}"] = {
-            "wall_ms_per_input": round(1000 * (time.perf_counter() - wall) / n, 3),
-            "cpu_ms_per_input": round(1000 * (time.process_time() - cpu) / n, 3),
-        }
-    return out
+def batch_stats(base: str) -> tuple[float, float]:
+    """(inputs, batches) the server has handed to its models so far (`/metrics`)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    values = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "sec_inference_batch_rows":
+            for sample in family.samples:
+                for suffix in values:
+                    if sample.name.endswith("_" + suffix):
+                        values[suffix] = sample.value
+    return values["sum"], values["count"]
+
+
+def run_scenario(
+    *,
+    base: str,
+    api_key: str,
+    name: str,
+    deployment_id: str,
+    clients: int,
+    seconds: float,
+    loadgen: str,
+    bodies: list[dict[str, Any]],
+    bodies_file: Path,
+    work: Path,
+    server_pid: int,
+    curve: ModelCurve,
+) -> dict[str, Any]:
+    path = f"/v1/deployments/{deployment_id}/predict"
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(headers=headers, timeout=60) as client:
+        for body in bodies[:WARMUP_REQUESTS]:
+            client.post(base + path, json=body).raise_for_status()
+    inputs_before, batches_before = batch_stats(base)
+    cpu_before = process_cpu_s(server_pid)
+    result: LoadResult = (
+        wrk.run_wrk(base, path, api_key, bodies_file, clients=clients, seconds=seconds, work=work)
+        if loadgen == "wrk"
+        else run_python(base, path, api_key, bodies, clients=clients, seconds=seconds)
+    )
+    server_cpu = process_cpu_s(server_pid) - cpu_before
+    inputs_after, batches_after = batch_stats(base)
+    batches = batches_after - batches_before
+    mean_batch = (inputs_after - inputs_before) / batches if batches else 1.0
+    answered = max(1, result.requests - result.socket_errors)
+    return {
+        "deployment": name,
+        "clients": clients,
+        "requests_ok": result.ok,
+        "non_2xx": result.non_2xx,
+        "socket_errors": result.socket_errors,
+        "duration_s": round(result.duration_s, 3),
+        "throughput_rps": round(result.throughput_rps, 2),
+        "latency_ms": result.latency_ms,
+        "mean_batch": round(mean_batch, 2),
+        "server_cpu_s": round(server_cpu, 3),
+        "server_cpu_ms_per_request": split_request_cpu(
+            server_cpu, answered, curve, mean_batch=mean_batch
+        ),
+        "client_cpu_ms_per_request": round(1000 * result.client_cpu_s / answered, 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", default="1,8,32,64")
-    parser.add_argument("--max-requests", type=int, default=1500)
-    parser.add_argument("--max-seconds", type=float, default=12.0)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 and 64 clients, 3 s each")
+    parser.add_argument("--clients", default=None, help="comma-separated (default 1,8,32,64)")
+    parser.add_argument("--seconds", type=float, default=None, help="per scenario (default 10)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument(
         "--var", type=Path, default=ROOT / "var", help="where to look for SEC artifacts"
     )
     args = parser.parse_args(argv)
-    clients = [int(c) for c in args.clients.split(",")]
+    clients = [int(c) for c in (args.clients or ("1,64" if args.quick else "1,8,32,64")).split(",")]
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if wrk.available() else "python"
+    if loadgen == "wrk" and not wrk.available():
+        raise SystemExit("wrk is not installed (apt-get install wrk), or use --loadgen python")
     command = " ".join(["python -m bench.serving", *(argv if argv is not None else sys.argv[1:])])
 
     work = Path(tempfile.mkdtemp(prefix="sec-bench-serving-"))
@@ -174,8 +246,11 @@ def main(argv: list[str] | None = None) -> None:
         print("building artifacts ...", flush=True)
         compressed: BuiltArtifact = find_sec_artifact(args.var) or build_stand_in(work)
         teacher = build_teacher(work)
+        artifacts = {"compressed": compressed, "teacher": teacher}
         var_dir = work / "var"
         env = _server_env(var_dir, args.threads)
+        from app.settings import Settings
+
         settings = Settings(
             environment="development",
             var_dir=var_dir,
@@ -185,61 +260,86 @@ def main(argv: list[str] | None = None) -> None:
         )
         registered = register(settings, [compressed, teacher])
         texts = rotten_tomatoes_snippets(2000)
+        bodies = [{"inputs": [t]} for t in texts]
+        bodies_file = wrk.write_inputs(work / "bodies.jsonl", bodies)
+
         print("timing the models in-process (no HTTP) ...", flush=True)
-        model_only = {
-            name: time_model(art, work / f"model-only-{name}", texts[:320], args.threads)
-            for name, art in (("compressed", compressed), ("teacher", teacher))
+        sizes = QUICK_SIZES if args.quick else SIZES
+        curves = {
+            name: measure_model(
+                art.archive,
+                art.manifest,
+                work / f"model-only-{name}",
+                texts[: 128 if args.quick else 320],
+                threads=args.threads,
+                sizes=sizes,
+                rounds=2 if args.quick else 3,
+            )
+            for name, art in artifacts.items()
         }
+        for name, curve in curves.items():
+            print(f"  {name}: {curve.to_dict()}", flush=True)
 
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         print(f"starting the API on {base} ...", flush=True)
         proc = _start_server(env, port, work / "server.log")
-        deployments = {
-            "compressed": _deploy(
-                base, registered.api_key, registered.artifact_ids["compressed"], BATCHED
-            ),
-            "compressed-unbatched": _deploy(
-                base, registered.api_key, registered.artifact_ids["compressed"], UNBATCHED
-            ),
-            "teacher": _deploy(
-                base, registered.api_key, registered.artifact_ids["teacher"], BATCHED
-            ),
+        plan = {
+            "compressed": ("compressed", BATCHED),
+            "compressed-unbatched": ("compressed", UNBATCHED),
+            "teacher": ("teacher", BATCHED),
         }
+        deployments = {
+            name: _deploy(base, registered.api_key, registered.artifact_ids[art], config)
+            for name, (art, config) in plan.items()
+        }
+        picked = picked_batch_sizes(base)
+        deployed = {
+            name: {**d["config"], "batch_size_picked": picked.get(d["id"])}
+            for name, d in deployments.items()
+        }
+        print(f"deployments: {deployed}", flush=True)
         results: list[dict[str, Any]] = []
-        for name, deployment_id in deployments.items():
+        for name, deployment in deployments.items():
             for n in clients:
-                scenario = asyncio.run(
-                    run_scenario(
-                        base,
-                        registered.api_key,
-                        Scenario(name, deployment_id, n),
-                        texts,
-                        max_requests=args.max_requests,
-                        max_seconds=args.max_seconds,
-                        warmup_requests=min(20, 2 * n),
-                    )
+                row = run_scenario(
+                    base=base,
+                    api_key=registered.api_key,
+                    name=name,
+                    deployment_id=deployment["id"],
+                    clients=n,
+                    seconds=seconds,
+                    loadgen=loadgen,
+                    bodies=bodies,
+                    bodies_file=bodies_file,
+                    work=work,
+                    server_pid=proc.pid,
+                    curve=curves[plan[name][0]],
                 )
-                summary = scenario.summary()
-                results.append(summary)
-                lat = summary["latency_ms"]
+                results.append(row)
+                lat, cpu = row["latency_ms"], row["server_cpu_ms_per_request"]
                 print(
-                    f"{name:22s} clients={n:3d} {summary['throughput_rps']:8.1f} req/s"
-                    f"  p50={lat['p50']:7.1f} p95={lat['p95']:7.1f} p99={lat['p99']:7.1f} ms"
-                    f"  statuses={summary['statuses']}",
+                    f"{name:22s} clients={n:3d} {row['throughput_rps']:8.1f} req/s"
+                    f"  p50={lat['p50']:7.2f} p99={lat['p99']:7.2f} ms  batch={row['mean_batch']:5.1f}"
+                    f"  server CPU/req {cpu['total_ms']:.3f} ms (model {cpu['model_ms']:.3f},"
+                    f" rest {cpu['rest_ms']:.3f})  non-2xx={row['non_2xx']}",
                     flush=True,
                 )
+        suffix = ".quick" if args.quick else ""
         write_reports(
             args.out,
+            suffix=suffix,
             results=results,
-            model_only=model_only,
+            curves={name: c.to_dict() for name, c in curves.items()},
             command=command,
-            artifacts={"compressed": compressed, "teacher": teacher},
-            config={"batched": BATCHED, "unbatched": UNBATCHED, "threads": args.threads},
-            limits={"max_requests": args.max_requests, "max_seconds": args.max_seconds},
+            artifacts=artifacts,
+            deployments=deployed,
+            loadgen=loadgen,
+            threads=args.threads,
+            seconds=seconds,
             wall_s=time.time() - started,
         )
-        print(f"wrote {args.out}/results.json, results.md, results.png", flush=True)
+        print(f"wrote {args.out}/results{suffix}.json, .md, .png", flush=True)
     finally:
         if proc is not None:
             proc.terminate()

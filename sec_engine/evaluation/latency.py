@@ -19,6 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from sec_engine.runtime.ort import cpu_session
+
+# The hosted endpoint builds its sessions with the same function (same options).
+onnx_session = cpu_session
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -71,21 +76,6 @@ def time_torch(
         torch.set_num_threads(previous)
     batch, seq = inputs["input_ids"].shape
     return Latency(ms, int(batch), int(seq), threads, runtime)
-
-
-def onnx_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Worker threads that spin while waiting burn the cores they share with everything else;
-    # on a busy or small machine that makes ONNX Runtime look several times slower than it is
-    # (and slower than torch, which blocks). Blocking waits measure the model, not the load.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_feed(session: Any, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

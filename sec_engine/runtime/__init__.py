@@ -1,0 +1,1 @@
+"""Runtime settings shared by the engine's measurements and the hosted endpoint (no torch)."""
