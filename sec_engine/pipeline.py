@@ -303,7 +303,7 @@ def announce_plan(reporter: Reporter, plan: Plan) -> list[str]:
     seconds = plan.predicted_seconds
     reporter.event(
         "plan",
-        f"plan: teacher {plan.teacher_steps} steps, student {plan.student_steps} steps, "
+        f"teacher {plan.teacher_steps} steps, student {plan.student_steps} steps, "
         f"about {plan.predicted_minutes:.1f} of {plan.budget_seconds / 60:g} min "
         f"(teacher {seconds['teacher'] / 60:.1f}, student {seconds['compressing'] / 60:.1f})",
         plan.to_dict(),

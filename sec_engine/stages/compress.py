@@ -28,6 +28,7 @@ from sec_engine.controller.policy import Decision, Observation, decide, initial_
 from sec_engine.data.encoding import Batch, collate
 from sec_engine.stages.base import EngineState, LossTerms, SoftSet, Stage, StepContext
 from sec_engine.stages.teacher import validation_metrics
+from sec_engine.stages.teacher_cache import TeacherCache
 from sec_engine.training import (
     epoch_batches,
     forward,
@@ -129,6 +130,13 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
     data_rng = np.random.default_rng([spec.seed, 7])
     wants_hidden = any(s.wants_hidden_states for s in stages)
     wants_teacher = any(s.wants_teacher_outputs for s in stages)
+    cache = (
+        TeacherCache.build(
+            state.teacher, feats, hidden=wants_hidden, pad=state.pad_id, device=state.device
+        )
+        if wants_teacher
+        else None
+    )
     target_mb = size_target_mb(state)
     decision = initial_decision(state.lambda1, state.lambda2)
     data_credit = 0.0
@@ -161,7 +169,10 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
             student, batch.inputs, state.device, hidden_states=wants_hidden
         )
         t_logits = t_hidden = None
-        if wants_teacher:
+        if cache is not None:
+            width = int(batch.inputs["input_ids"].shape[1])
+            t_logits, t_hidden = cache.batch(batch.index, width, state.device)
+        elif wants_teacher:
             with torch.no_grad():
                 t_logits, t_hidden = forward(
                     state.teacher, batch.inputs, state.device, hidden_states=wants_hidden
