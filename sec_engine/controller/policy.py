@@ -37,7 +37,10 @@ once the data budget is spent, ``data_budget_used`` ≥ 1, where more weight on 
 mostly overfits it) when the student has reached the teacher on validation; while it trails,
 λ1 holds. Why: an earlier policy eased λ1 at every evaluation with slack, and on MiniLM +
 Rotten Tomatoes it fell 0.45 -> 0.16 while the student was still under the teacher; the fixed-λ
-ablation beat it by 0.6 points on test (bench/RESULTS.md).
+ablation beat it by 0.6 points on test (bench/RESULTS.md). The share of steps that train on a
+soft-labelled batch follows the same rule: it shrinks with slack only once the student has
+caught up (it used to fall from 0.5 to its floor of 0.1 within ten evaluations, starving the
+student of the teacher-labelled data the fixed-λ ablation kept using).
 
 ``adaptive=False`` (the paper's ablation) keeps λ1, λ2 and the data share fixed at their
 initial values; the pruning schedule still reacts to T, because that is AIP's own adaptivity
@@ -152,7 +155,7 @@ def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) ->
     elif not size_met:
         rule = "slack_size_unmet"
         l1, l2 = obs.lambda1 * ease, obs.lambda2 * PUSH
-        share = obs.data_share - 0.05
+        share = obs.data_share - 0.05 if caught_up else obs.data_share
         big_slack = slack >= 0.5 * obs.threshold
         hurry = obs.time_used >= 0.6
         mult = 1.5 if (big_slack or hurry) else 1.0

@@ -132,6 +132,16 @@ def test_lambda1_holds_while_the_student_trails_the_teacher() -> None:
     assert caught_up.lambda1 < 0.5
 
 
+def test_data_share_holds_while_the_student_trails_the_teacher() -> None:
+    trailing = decide(
+        _obs(val_accuracy=0.895, best_accuracy=0.895), adaptive=True, initial=(0.5, 0.5)
+    )
+    assert trailing.rule == "slack_size_unmet"
+    assert trailing.data_share == pytest.approx(0.5)
+    caught_up = decide(_obs(val_accuracy=0.90), adaptive=True, initial=(0.5, 0.5))
+    assert caught_up.data_share < 0.5
+
+
 def test_student_below_teacher_but_at_its_best_still_prunes() -> None:
     # A distilled student 4 points under the teacher, at its best so far: the gap is the
     # layer drop's, not pruning's, so pruning goes on.
