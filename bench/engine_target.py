@@ -49,6 +49,7 @@ from bench.common import (
 from sec_engine.callbacks import Phase
 from sec_engine.cli import load_spec
 from sec_engine.data.encoding import fixed_length_batch
+from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
 from sec_engine.data.rotten_tomatoes import write_csv
 from sec_engine.data.splits import DataBundle
 from sec_engine.evaluation.latency import Latency, time_onnx, time_torch
@@ -363,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     np.set_printoptions(precision=4)
     bench_start = time.monotonic()
     spec, inputs = load_spec(args.spec)
-    if not inputs.train_path.is_file():
-        write_csv(inputs.train_path)
+    ensure_dataset(inputs.train_path)
     if args.quick:
         spec, inputs = quick_inputs(spec, inputs)
     out_dir = args.out or (RUN_DIR.with_name(RUN_DIR.name + "_quick") if args.quick else RUN_DIR)

@@ -30,7 +30,7 @@ from bench.common import RESULTS, ROOT, THREADS, LoadSampler, machine_info
 from sec_engine.cli import load_spec
 from sec_engine.compression.qat import EXPORT_SCHEME
 from sec_engine.data.encoding import encode, fixed_length_batch, model_input_names, pad_id
-from sec_engine.data.rotten_tomatoes import write_csv
+from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
 from sec_engine.data.splits import load_data
 from sec_engine.evaluation.latency import time_onnx
 from sec_engine.evaluation.runner import metrics_onnx
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     _, inputs = load_spec(args.spec)
-    if not inputs.train_path.is_file():
-        write_csv(inputs.train_path)
+    ensure_dataset(inputs.train_path)
     command = "python -m bench.int8_schemes" + (f" --model {args.model}" if args.model else "")
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="sec-int8-") as tmp:
         model_dir = args.model or reference_model(args.spec)

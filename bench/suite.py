@@ -60,6 +60,7 @@ from bench.tables import SCHEMA_VERSION, Row
 from bench.variants import from_teacher, variant
 from bench.waterfall import section_waterfall
 from sec_engine.cli import load_spec
+from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
 from sec_engine.data.rotten_tomatoes import write_csv
 from sec_engine.data.splits import DataBundle, load_data
 from sec_engine.export.artifact import HF_DIR, ONNX_INT8
@@ -562,8 +563,7 @@ def make_context(
     spec_path: Path, mode: Mode, command: str, work: Path | None = None, results: Path = RESULTS
 ) -> Context:
     spec, inputs = load_spec(spec_path)
-    if not inputs.train_path.is_file():
-        write_csv(inputs.train_path)
+    ensure_dataset(inputs.train_path)
     work = (work or ROOT / "var" / "bench" / mode.name).resolve()
     if mode.rows is not None:
         path = work / "data" / f"rt_{mode.rows}.csv"

@@ -8,6 +8,14 @@ are dropped; rows are shuffled with a fixed seed so the file is byte-identical o
 
 `write_subset` writes the small, class-balanced subset the demo and the smoke tests use: a
 labelled `train.csv` and an unlabelled `pool.csv` of plot synopses.
+
+`write_agreement_pairs` makes a sentence-pair task from the same real text (no NLI or
+paraphrase corpus installs offline): two critics' snippets, `text` and `text_pair`, labelled
+`agree` when both are fresh or both rotten and `disagree` otherwise. A model must read both
+sides and compare them, as in NLI; every snippet is used once, so no snippet is shared
+between the splits the engine cuts. Pairs of plot synopses form the unlabelled pool:
+
+    python -m sec_engine.data.rotten_tomatoes --pairs var/data/rt_agreement_pairs.csv
 """
 
 from __future__ import annotations
@@ -100,7 +108,48 @@ def write_subset(
     return train, pool
 
 
+def write_agreement_pairs(out: Path, *, seed: int = 0) -> Path:
+    """Write the agreement pair CSV (text, text_pair, label; see the module docstring)."""
+    rows, seen = [], set()
+    for row in read_rows():  # each distinct snippet once
+        if row["text"] not in seen:
+            seen.add(row["text"])
+            rows.append(row)
+    rng = np.random.default_rng(seed)
+    pairs: list[dict[str, str]] = []
+    for kind in ("labelled", "plot"):
+        part = [r for r in rows if bool(r["label"]) == (kind == "labelled")]
+        order = [part[int(i)] for i in rng.permutation(len(part))]
+        for a, b in zip(order[0::2], order[1::2], strict=False):
+            label = "" if kind == "plot" else "agree" if a["label"] == b["label"] else "disagree"
+            pairs.append({"text": a["text"], "text_pair": b["text"], "label": label})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "text_pair", "label"])
+        writer.writeheader()
+        writer.writerows(pairs[int(i)] for i in rng.permutation(len(pairs)))
+    return out
+
+
+PAIRS_FILE = "rt_agreement_pairs.csv"
+
+
+def ensure(path: Path) -> Path:
+    """Write the offline dataset a spec names when it is missing: the agreement pairs for a
+    file named PAIRS_FILE, the single-snippet CSV for any other name."""
+    if not path.is_file():
+        if path.name == PAIRS_FILE:
+            write_agreement_pairs(path)
+        else:
+            write_csv(path)
+    return path
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "var/data/rotten_tomatoes.csv")
-    limit = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    print(write_csv(target, max_rows=limit))
+    args = sys.argv[1:]
+    if args[:1] == ["--pairs"]:
+        print(write_agreement_pairs(Path(args[1] if len(args) > 1 else "var/data/rt_pairs.csv")))
+    else:
+        target = Path(args[0] if args else "var/data/rotten_tomatoes.csv")
+        limit = int(args[1]) if len(args) > 1 else None
+        print(write_csv(target, max_rows=limit))
