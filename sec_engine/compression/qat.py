@@ -13,9 +13,12 @@ scale per output channel, in ONNX Runtime's reduced range [-64, 64]. Training ag
 grid than the export uses lets the weights rely on precision they will not have: on MiniLM +
 Rotten Tomatoes that mismatch cost 0.8 test accuracy points at export. Why this scheme, measured
 on the all-label MiniLM teacher (validation + test, 2,550 rows, post-training quantization, no
-QAT; ``bench/results/int8_schemes.md``): one scale per tensor lost 0.98 points; per channel
-0.51; per channel in the reduced range 0.20. The reduced range exists because x86 CPUs
-without VNNI multiply uint8 activations by int8 weights with an instruction (VPMADDUBSW) whose
+QAT; ``python -m bench.int8_schemes``, ``bench/results/int8_schemes.md``): one scale per
+tensor lost 1.02 points, per channel 0.23, per channel in the reduced range 0.47; an earlier
+evaluation of the same files at another batch size gave 0.98, 0.51 and 0.20 (dynamic
+activation ranges follow the batch), so the two per-channel schemes tie and both halve the
+per-tensor loss. The reduced range is kept because x86 CPUs without VNNI (this one)
+multiply uint8 activations by int8 weights with an instruction (VPMADDUBSW) whose
 16-bit sums saturate; 7-bit weights keep them in range. Activations
 (``quantize_activations=True``) are asymmetric per tensor to uint8 with min/max taken from the
 current batch, as dynamic quantization does at inference. Rounding has no useful gradient, so
