@@ -244,3 +244,50 @@ def test_waterfall_steps_are_differences_of_the_rows() -> None:
         waterfall_markdown({"rows": [r.to_dict() for r in rows], "steps": waterfall_steps(rows)})
     )
     assert "| SEC vs the naive pipeline | +1.40 |" in md
+
+
+def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
+    from bench.budget import curve_markdown, load_markdown, plot_curve
+
+    def point(minutes: float, drop: float) -> dict[str, object]:
+        return {
+            "budget_minutes": minutes,
+            "plan": {
+                "teacher_epochs": 1.0,
+                "student_epochs": 2.0,
+                "teacher_steps": 300,
+                "student_steps": 600,
+            },
+            "predicted_minutes": minutes * 0.8,
+            "wall_minutes": minutes * 0.9,
+            "accuracy": 0.85 - drop / 100,
+            "drop_points": drop,
+            "size_ratio": 9.5,
+            "speed_ratio": 6.0,
+        }
+
+    machine = {"cpu": "test cpu"}
+    curve = {
+        "command": "python -m bench.budget curve",
+        "machine": machine,
+        "reference": {"accuracy": 0.85},
+        "points": [point(15, 2.0), point(30, 0.9), point(60, 0.4)],
+        "budget_for_half_point": 60.0,
+    }
+    text = curve_markdown(curve)
+    assert "| 30 | 1.00 / 2.00 |" in text
+    assert "first reached at: 60 min" in text
+    plot_curve(curve, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    busy = {**point(30, 0.9), "load_average_1m": {"mean": 4.1}}
+    load = {
+        "command": "python -m bench.budget load",
+        "machine": machine,
+        "quiet": point(30, 0.8),
+        "busy": busy,
+        "same_plan": True,
+        "accuracy_difference_points": 0.1,
+        "within_tolerance": True,
+    }
+    assert "Same plan: yes" in load_markdown(load)
+    assert ": met." in load_markdown(load)
