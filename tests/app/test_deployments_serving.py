@@ -38,6 +38,9 @@ def settings(settings: Settings) -> Settings:
             "inference_queue_size": QUEUE,
             "inference_threads": 1,
             "inference_cache_models": 1,
+            # the batch size a deployment picks from its timed curve depends on the machine's
+            # load; these tests count batches, so they keep the configured size
+            "inference_auto_batch_size": False,
         }
     )
 
