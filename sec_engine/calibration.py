@@ -4,8 +4,11 @@ The plan (`sec_engine.planning`) is sized from these numbers, so they must descr
 device, not the moment: on a CPU each measurement is the process's CPU time over the timed
 work divided by the threads it runs on. A second process keeping the cores busy stretches the
 wall clock of a step, not the CPU time it burns, so a busy worker plans the same steps as a
-quiet one and just takes longer to run them. On CUDA the wall clock (after a synchronize) is
-the device's time.
+quiet one and just takes longer to run them. That holds only while torch's OpenMP threads
+sleep when they wait (OMP_WAIT_POLICY=PASSIVE, which importing sec_engine sets): spinning
+threads burn CPU time while their partner is descheduled, and a teacher step measured 1.47 s
+of CPU under load with spinning against 0.40 s passive (0.38-0.43 s on a quieter machine).
+On CUDA the wall clock (after a synchronize) is the device's time.
 
 Everything runs on throwaway copies (the teacher's weights, the optimizer and the RNGs a job
 trains with are untouched), on real training batches, each timed after an untimed run of the
@@ -15,6 +18,7 @@ same shape.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -41,6 +45,13 @@ def _clock(device: torch.device) -> Callable[[], float]:
         return wall
     threads = max(1, torch.get_num_threads())
     return lambda: time.process_time() / threads
+
+
+def _how(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda wall clock"
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return f"process CPU time / threads (OMP_WAIT_POLICY={policy})"
 
 
 def _batches(features: Sequence[Features], batch_size: int, pad: int, n: int) -> list[Batch]:
@@ -120,5 +131,5 @@ def calibrate(
         student_step_s=student_train + teacher_fwd,
         student_infer_row_s=student_row,
         calibration_s=time.monotonic() - started,
-        how="cuda wall clock" if device.type == "cuda" else "process CPU time / threads",
+        how=_how(device),
     )
