@@ -100,11 +100,7 @@ def run(
     """Run one job spec to completion and write the artifact directory."""
     from sec_engine.pipeline import run_job  # heavy imports only when a job runs
 
-    try:
-        spec, inputs = load_spec(spec_path)
-    except ValidationError as exc:
-        console.print(f"[red]invalid spec[/]: {exc}")
-        raise typer.Exit(2) from exc
+    spec, inputs = _load_or_exit(spec_path)
     if spec.dry_run:
         console.print("[yellow]the spec asks for a dry run: the plan, no training[/]")
         _print_plan(spec, inputs)
@@ -144,12 +140,15 @@ def plan(
     ],
 ) -> None:
     """Dry run: calibrate on this device and print the job's plan, without training."""
+    _print_plan(*_load_or_exit(spec_path))
+
+
+def _load_or_exit(spec_path: Path) -> tuple[JobSpec, ResolvedInputs]:
     try:
-        spec, inputs = load_spec(spec_path)
+        return load_spec(spec_path)
     except ValidationError as exc:
         console.print(f"[red]invalid spec[/]: {exc}")
         raise typer.Exit(2) from exc
-    _print_plan(spec, inputs)
 
 
 def _print_plan(spec: JobSpec, inputs: ResolvedInputs) -> None:
