@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
@@ -49,15 +50,29 @@ def list_page(
     return paginate(session, stmt, Job.created_at, Job.id, cursor=cursor, limit=limit)
 
 
-def count_active(session: Session, tenant_id: str) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == tenant_id, Job.status.in_([s.value for s in ACTIVE_STATUSES]))
-        )
-        or 0
+# The submit path's statements, built once and run on the session's connection (Core: no
+# ORM flush, no statement built per request).
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(Job)
+    .where(
+        Job.tenant_id == bindparam("tenant_id"),
+        Job.status.in_([s.value for s in ACTIVE_STATUSES]),
     )
+)
+_INSERT_JOB = insert(Job)
+_INSERT_EVENT = insert(JobEvent)
+
+
+def count_active(session: Session, tenant_id: str) -> int:
+    return session.connection().scalar(_COUNT_ACTIVE, {"tenant_id": tenant_id}) or 0
+
+
+def insert_job(session: Session, row: dict[str, Any], first_event: dict[str, Any]) -> None:
+    """A new job's row (every column given) and its first event, without the ORM."""
+    conn = session.connection()
+    conn.execute(_INSERT_JOB, row)
+    conn.execute(_INSERT_EVENT, {"job_id": row["id"], "attempt": 0, **first_event})
 
 
 def artifact_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
