@@ -52,7 +52,7 @@ def submit_job(
     settings = state.settings
     now = utcnow()
     values = _new_job(settings, tenant_id, spec, now)
-    body = JobOut.from_job(Job(**values)).model_dump(mode="json")
+    body = JobOut.for_new_job(values).model_dump(mode="json")
     if idem is not None:
         replay = idem.claim_in_transaction(session, 201, body)
         if replay is not None:
