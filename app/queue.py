@@ -56,14 +56,34 @@ class CeleryJobQueue:
             accept_content=["json"],
             task_ignore_result=True,
             broker_connection_retry_on_startup=True,
+            # The (disabled) result backend, built once for the process: Celery otherwise
+            # builds one per thread that sends, each scanning every installed package's entry
+            # points, in the first submit of each API thread (tens of ms in a burst).
+            result_backend_thread_safe=True,
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Send `sec.jobs.run(job_id)` to `queue`. Raises if the broker stays down after two
         quick retries; the caller logs it and the reaper re-sends the (committed) job later."""
         self._celery.send_task(
-            RUN_JOB_TASK, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY_POLICY
+            RUN_JOB_TASK,
+            args=[job_id],
+            queue=queue,
+            retry=True,
+            retry_policy=_PUBLISH_RETRY_POLICY,
+            ignore_result=True,
         )
+
+    def warm_up(self) -> None:
+        """At start-up: build the result backend and one broker connection, so the first
+        requests do not. Best effort: a broker that is down is the first enqueue's business
+        (and then the reaper's)."""
+        try:
+            _ = self._celery.backend
+            with self._celery.producer_or_acquire() as producer:
+                producer.connection.ensure_connection(max_retries=1)
+        except Exception:
+            logger.warning("broker warm-up failed; the first enqueue will connect", exc_info=True)
 
     def request_reap(self) -> None:
         """Ask a worker to run the reaper now (the launcher does this at start-up)."""

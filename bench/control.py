@@ -191,6 +191,42 @@ def measure(
     return out
 
 
+def burst(url: str, n: int, ids: tuple[str, str, str, str]) -> list[tuple[str, float]]:
+    """`n` clients, each on a new connection, send one request at the same moment (a third
+    submit, the rest download, as the load test's first second): (route, seconds) each."""
+    import threading
+
+    headers = {"Authorization": f"Bearer {ids[0]}"}
+    start = threading.Barrier(n)
+    out: list[tuple[str, float]] = []
+
+    def one(i: int) -> None:
+        route = "submit" if i % 3 == 0 else "download"
+        with httpx.Client(base_url=url, timeout=60) as client:
+            send = requests_for(route, client, headers, ids)
+            start.wait()
+            t0 = time.perf_counter()
+            r = send()
+            out.append((route, time.perf_counter() - t0))
+            assert r.status_code < 300, r.text
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _report_burst(name: str, times: list[tuple[str, float]]) -> None:
+    ms = sorted(t * 1000 for _, t in times)
+    by_route = {r: max(t * 1000 for route, t in times if route == r) for r in {r for r, _ in times}}
+    print(
+        f"burst {name}: {len(ms)} requests, median {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms;"
+        " max by route " + ", ".join(f"{r} {v:.0f} ms" for r, v in sorted(by_route.items()))
+    )
+
+
 def _cpu(proc: psutil.Process) -> float:
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
@@ -220,6 +256,12 @@ def main(argv: list[str] | None = None) -> None:
         "--routes", default=",".join(ROUTES), help="comma-separated: " + ",".join(ROUTES)
     )
     ap.add_argument("--profile", action="store_true", help="run the API under yappi")
+    ap.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="instead: this many simultaneous first requests on a fresh API, then again warm",
+    )
     ap.add_argument("--top", type=int, default=45, help="functions listed with --profile")
     args = ap.parse_args(argv)
     routes = [r for r in args.routes.split(",") if r]
@@ -253,15 +295,36 @@ def main(argv: list[str] | None = None) -> None:
             api = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log_f, stderr=log_f)
             try:
                 wait_up(url, api, log)
-                results = measure(url, api.pid, routes, args.requests, ids, profile=args.profile)
+                if args.burst:
+                    if args.profile:  # the cold burst only
+                        api.send_signal(signal.SIGUSR1)
+                        time.sleep(0.2)
+                    cpu0 = _cpu(psutil.Process(api.pid))
+                    cold = burst(url, args.burst, ids)
+                    cpu1 = _cpu(psutil.Process(api.pid))
+                    if args.profile:
+                        api.send_signal(signal.SIGUSR2)
+                    time.sleep(1)
+                    warm = burst(url, args.burst, ids)
+                    cpu2 = _cpu(psutil.Process(api.pid))
+                    results = {}
+                else:
+                    results = measure(
+                        url, api.pid, routes, args.requests, ids, profile=args.profile
+                    )
             finally:
                 api.terminate()
                 api.wait(timeout=60)
         load = os.getloadavg()
-        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.requests} requests")
-        print(f"{'route':10} {'server CPU ms/req':>18} {'wall ms/req':>12}")
-        for route, (cpu_ms, wall_ms) in results.items():
-            print(f"{route:10} {cpu_ms:18.2f} {wall_ms:12.2f}")
+        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        if args.burst:
+            _report_burst(f"cold (API CPU {1000 * (cpu1 - cpu0):.0f} ms)", cold)
+            _report_burst(f"warm (API CPU {1000 * (cpu2 - cpu1):.0f} ms)", warm)
+        else:
+            print(f"{args.requests} requests per route, one client")
+            print(f"{'route':10} {'server CPU ms/req':>18} {'wall ms/req':>12}")
+            for route, (cpu_ms, wall_ms) in results.items():
+                print(f"{route:10} {cpu_ms:18.2f} {wall_ms:12.2f}")
         if args.profile:
             lines = stats.read_text().splitlines()
             print("\n".join(lines[: args.top + 8]))

@@ -1,6 +1,6 @@
 """The API under yappi, for `python -m bench.control --profile`: `python -m
-bench.control_server PORT STATS_FILE`. The profile starts on SIGUSR1 (after the client's
-warm-up, so start-up and imports stay out of it); on shutdown (SIGTERM) it writes the functions
+bench.control_server PORT STATS_FILE`. The profile runs from SIGUSR1 (after the client's
+warm-up, so start-up and imports stay out of it) to SIGUSR2 or the end; on shutdown (SIGTERM) it writes the functions
 with the largest inclusive CPU share of the profiled stretch, every thread counted."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ def main() -> None:
     port, out = int(sys.argv[1]), Path(sys.argv[2])
     yappi.set_clock_type("cpu")
     signal.signal(signal.SIGUSR1, lambda *_: yappi.start(builtins=False, profile_threads=True))
+    signal.signal(signal.SIGUSR2, lambda *_: yappi.stop())
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
