@@ -42,7 +42,7 @@ from app.storage import store_from_settings
 from app.tenants.auth import Authenticator
 from app.tenants.router import router as tenants_router
 from app.ttlcache import TTLCache
-from app.warmup import warm_up
+from app.warmup import cache_redis_lib_version, warm_up
 
 log = structlog.get_logger("sec.api")
 
@@ -67,6 +67,7 @@ HTTP_CODES = {
 def create_app(settings: Settings | None = None, job_queue: JobQueue | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    cache_redis_lib_version()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -74,16 +74,28 @@ class CeleryJobQueue:
             ignore_result=True,
         )
 
-    def warm_up(self) -> None:
-        """At start-up: build the result backend and one broker connection, so the first
-        requests do not. Best effort: a broker that is down is the first enqueue's business
-        (and then the reaper's)."""
+    def warm_up(self, connections: int) -> None:
+        """At start-up: build the result backend, and connect up to `connections` producers
+        of Celery's pool to the broker with the queues declared on each, so that the first
+        requests, sending at the same moment, neither connect nor declare (each would on its
+        own pooled connection). Best effort: a broker that is down is the first enqueue's
+        business (and then the reaper's)."""
+        pool = self._celery.producer_pool
+        held = []
         try:
             _ = self._celery.backend
-            with self._celery.producer_or_acquire() as producer:
+            queues = [self._celery.amqp.queues[q.value] for q in QueueName]
+            for _ in range(min(connections, pool.limit or connections)):
+                producer = pool.acquire(block=False)
+                held.append(producer)
                 producer.connection.ensure_connection(max_retries=1)
+                for queue in queues:
+                    producer.maybe_declare(queue)
         except Exception:
             logger.warning("broker warm-up failed; the first enqueue will connect", exc_info=True)
+        finally:
+            for producer in held:
+                producer.release()
 
     def request_reap(self) -> None:
         """Ask a worker to run the reaper now (the launcher does this at start-up)."""

@@ -5,13 +5,17 @@ first requests (100 clients starting at once) does not pay for it request by req
   ids that match nothing): Postgres loads its catalog entries for those tables once per
   connection, SQLAlchemy compiles each statement once per process, and psycopg sets up
   its per-connection state;
-- build the Celery producer's result backend and its first broker connection.
+- build the Celery producer's result backend, and connect its pooled producers to the broker
+  with the queues declared;
+- (at import of the app) cache redis-py's own version (`cache_redis_lib_version`).
 
 Best effort: a database or broker that is down is logged and left to the first request
 (which fails or retries as it would have anyway); start-up goes on.
 """
 
 from __future__ import annotations
+
+import functools
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,7 +46,18 @@ def warm_up(sessions: sessionmaker[Session], connections: int, job_queue: JobQue
             session.close()
     warm = getattr(job_queue, "warm_up", None)
     if warm is not None:
-        warm()
+        warm(connections)
+
+
+def cache_redis_lib_version() -> None:
+    """redis-py (7.x) looks its own version up in the installed packages' metadata for every
+    new connection, scanning site-packages each time (about a millisecond, more under load):
+    the first requests of a burst open connections for the broker and the rate limiter at
+    the same moment. The version does not change while the process runs, so it is cached."""
+    import redis.utils
+
+    if not hasattr(redis.utils.get_lib_version, "cache_info"):
+        redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
 def _hot_reads(session: Session) -> None:
