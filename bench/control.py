@@ -262,6 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="instead: this many simultaneous first requests on a fresh API, then again warm",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measure the routes this many times in turn and keep each route's lowest figure"
+        " (the least disturbed by other load on the machine)",
+    )
     ap.add_argument("--top", type=int, default=45, help="functions listed with --profile")
     args = ap.parse_args(argv)
     routes = [r for r in args.routes.split(",") if r]
@@ -309,9 +316,14 @@ def main(argv: list[str] | None = None) -> None:
                     cpu2 = _cpu(psutil.Process(api.pid))
                     results = {}
                 else:
-                    results = measure(
-                        url, api.pid, routes, args.requests, ids, profile=args.profile
-                    )
+                    results = {}
+                    for _ in range(1 if args.profile else max(1, args.repeat)):
+                        got = measure(
+                            url, api.pid, routes, args.requests, ids, profile=args.profile
+                        )
+                        for route, figures in got.items():
+                            if route not in results or figures[0] < results[route][0]:
+                                results[route] = figures
             finally:
                 api.terminate()
                 api.wait(timeout=60)
@@ -321,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
             _report_burst(f"cold (API CPU {1000 * (cpu1 - cpu0):.0f} ms)", cold)
             _report_burst(f"warm (API CPU {1000 * (cpu2 - cpu1):.0f} ms)", warm)
         else:
-            print(f"{args.requests} requests per route, one client")
+            runs = 1 if args.profile else max(1, args.repeat)
+            print(f"{args.requests} requests per route, one client; lowest of {runs} runs")
             print(f"{'route':10} {'server CPU ms/req':>18} {'wall ms/req':>12}")
             for route, (cpu_ms, wall_ms) in results.items():
                 print(f"{route:10} {cpu_ms:18.2f} {wall_ms:12.2f}")
