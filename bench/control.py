@@ -269,6 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         help="measure the routes this many times in turn and keep each route's lowest figure"
         " (the least disturbed by other load on the machine)",
     )
+    ap.add_argument(
+        "--app-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="run the API from this checkout (another commit, for a before/after on the same"
+        " machine at the same time); the database schema must be the same",
+    )
     ap.add_argument("--top", type=int, default=45, help="functions listed with --profile")
     args = ap.parse_args(argv)
     routes = [r for r in args.routes.split(",") if r]
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = settings_env(settings)
-        env["PYTHONPATH"] = str(REPO_ROOT)
+        env["PYTHONPATH"] = str(args.app_root)
         stats = workdir / "yappi.txt"
         if args.profile:
             cmd = [sys.executable, "-m", "bench.control_server", str(port), str(stats)]
@@ -299,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = api_command("127.0.0.1", port, "warning")
         log = workdir / "api.log"
         with log.open("wb") as log_f:
-            api = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log_f, stderr=log_f)
+            api = subprocess.Popen(cmd, cwd=args.app_root, env=env, stdout=log_f, stderr=log_f)
             try:
                 wait_up(url, api, log)
                 if args.burst:
