@@ -90,13 +90,13 @@ def private_redis() -> Iterator[str]:
     raise RuntimeError("no free Redis database (1-15)")
 
 
-def seed(settings: Settings, workdir: Path) -> tuple[str, str, str, str]:
+def seed(settings: Settings, workdir: Path, artifact_kb: int = 100) -> tuple[str, str, str, str]:
     """A tenant's key, a labelled dataset, a job with a few events and a ready artifact."""
     from app.db.migrate import upgrade
 
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    payload = b"\x1f\x8b fake archive bytes " * 4000  # about 100 KB
+    payload = (b"\x1f\x8b fake archive bytes " * 64 * artifact_kb)[: 1024 * artifact_kb]
     src = workdir / "artifact.tar.gz"
     src.write_bytes(payload)
     try:
@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
         help="run the API from this checkout (another commit, for a before/after on the same"
         " machine at the same time); the database schema must be the same",
     )
+    ap.add_argument(
+        "--artifact-kb", type=int, default=100, help="size of the downloaded archive, in KiB"
+    )
     ap.add_argument("--top", type=int, default=45, help="functions listed with --profile")
     args = ap.parse_args(argv)
     routes = [r for r in args.routes.split(",") if r]
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             rate_limit_per_minute=1_000_000,
             log_level="WARNING",
         )
-        ids = seed(settings, workdir)
+        ids = seed(settings, workdir, args.artifact_kb)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = settings_env(settings)
@@ -305,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             cmd = api_command("127.0.0.1", port, "warning")
         log = workdir / "api.log"
+        results: dict[str, tuple[float, float]] = {}
         with log.open("wb") as log_f:
             api = subprocess.Popen(cmd, cwd=args.app_root, env=env, stdout=log_f, stderr=log_f)
             try:
@@ -321,9 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                     time.sleep(1)
                     warm = burst(url, args.burst, ids)
                     cpu2 = _cpu(psutil.Process(api.pid))
-                    results = {}
                 else:
-                    results = {}
                     for _ in range(1 if args.profile else max(1, args.repeat)):
                         got = measure(
                             url, api.pid, routes, args.requests, ids, profile=args.profile
