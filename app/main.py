@@ -74,7 +74,14 @@ def create_app(settings: Settings | None = None, job_queue: JobQueue | None = No
         # The request pool keeps every connection it may use open (no overflow): a burst
         # then finds them connected, instead of opening (and, past the pool size, closing
         # again) a Postgres connection per request. `db_slots` admits this many requests.
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, max_overflow=0)
+        # Last in, first out: a light load keeps reusing the same few warm connections (and
+        # Postgres backends) instead of cycling through all of them.
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_use_lifo=True,
+        )
         side_engine = make_engine(
             settings.database_url, pool_size=SIDE_POOL_SIZE, max_overflow=SIDE_MAX_OVERFLOW
         )

@@ -64,6 +64,6 @@ def _hot_reads(session: Session) -> None:
     tenants_repo.get_key_and_tenant(session, _NOTHING)
     jobs_repo.get_with_artifact(session, _NOTHING, _NOTHING)
     jobs_repo.count_active(session, _NOTHING)
-    jobs_repo.events_after(session, _NOTHING, 0, 1)
+    jobs_repo.status_and_events(session, _NOTHING, _NOTHING, 0, 1)
     datasets_repo.fits(session, _NOTHING, [_NOTHING])
     artifacts_repo.get(session, _NOTHING, _NOTHING)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
@@ -112,13 +112,42 @@ def add_event(
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
+_EVENTS_AFTER = (
+    select(JobEvent)
+    .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
+    .order_by(JobEvent.id)
+    .limit(bindparam("limit"))
+)
+
+
 def events_after(session: Session, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
-    return session.scalars(
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after)
-        .order_by(JobEvent.id)
-        .limit(limit)
+    return session.scalars(_EVENTS_AFTER, {"job_id": job_id, "after": after, "limit": limit}).all()
+
+
+# Built once: event polls are, with status, the hottest reads of the control API. The job's
+# status and its events after the cursor in one query; the outer join keeps a row (with no
+# event) for a job that has none, so "no row" means "not the tenant's job".
+_STATUS_AND_EVENTS = (
+    select(Job.status, JobEvent)
+    .outerjoin(JobEvent, and_(JobEvent.job_id == Job.id, JobEvent.id > bindparam("after")))
+    .where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+    .order_by(JobEvent.id)
+    .limit(bindparam("limit"))
+)
+
+
+def status_and_events(
+    session: Session, tenant_id: str, job_id: str, after: int, limit: int
+) -> tuple[str, list[JobEvent]] | None:
+    """The tenant's job's status and up to `limit` of its events with id > `after` (None when
+    the tenant has no such job), in one query."""
+    rows = session.execute(
+        _STATUS_AND_EVENTS,
+        {"job_id": job_id, "tenant_id": tenant_id, "after": after, "limit": limit},
     ).all()
+    if not rows:
+        return None
+    return rows[0][0], [event for _, event in rows if event is not None]
 
 
 def trace_after(session: Session, job_id: str, after_step: int, limit: int) -> Sequence[TraceRow]:

@@ -208,14 +208,14 @@ def job_status(session: Session, tenant_id: str, job_id: str) -> JobOut:
 
 def event_page(session: Session, tenant_id: str, job_id: str, after: int, limit: int) -> EventPage:
     """Events with id > `after` of the tenant's job (or 404), and whether more follow."""
-    job = repo.get(session, tenant_id, job_id)
-    if job is None:
+    found = repo.status_and_events(session, tenant_id, job_id, after, limit + 1)
+    if found is None:
         raise NotFound(f"job {job_id!r} not found")
-    events = repo.events_after(session, job.id, after, limit + 1)
+    status, events = found
     page = events[:limit]
     return EventPage(
         data=[JobEventOut.from_row(e) for e in page],
         next_cursor=page[-1].id if page else after,
         has_more=len(events) > limit,
-        job_status=job.status,
+        job_status=status,
     )
