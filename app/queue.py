@@ -54,7 +54,7 @@ class _PublishingRedisChannel(redis_transport.Channel):
     new `redis.Redis` for every message it sends (about a sixth of a submit's API CPU, most of
     it copying redis-py's table of response callbacks). The client shares the channel's
     connection pool, as kombu's per-message clients do, and is thread-safe. Only for a
-    producer: this process never consumes."""
+    producer: this Celery app never consumes."""
 
     _publisher: Any = None
 

@@ -7,7 +7,7 @@ first requests (100 clients starting at once) does not pay for it request by req
   its per-connection state;
 - build the Celery producer's result backend, and connect its pooled producers to the broker
   with the queues declared;
-- (at import of the app) cache redis-py's own version (`cache_redis_lib_version`).
+- (when the app is built) cache redis-py's own version (`cache_redis_lib_version`).
 
 Best effort: a database or broker that is down is logged and left to the first request
 (which fails or retries as it would have anyway); start-up goes on.
