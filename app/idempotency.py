@@ -2,8 +2,14 @@
 
 - First request with a key: a row is committed *in its own transaction* marking the key
   in flight, so a concurrent retry sees it; the response is then stored in the request's
-  transaction, atomically with the effect (the job row), so "effect without recorded
-  response" cannot happen.
+  transaction, atomically with the effect, so "effect without recorded response" cannot
+  happen (`begin` / `complete`).
+- A route whose whole effect is one short transaction (submitting a job) instead inserts the
+  row already completed, in the request's own transaction, before its effect
+  (`claim_in_transaction`): the effect and its recorded response commit or roll back
+  together, with no side transaction and no completion update. A concurrent request with
+  the same key waits on the row's unique index until that transaction ends (Postgres; SQLite
+  serialises writers), then replays the response, or claims the key if it rolled back.
 - Same key, same body, after completion: the stored response is replayed (no second effect).
 - Same key, different body: 422. Same key while the first is still in flight: 409.
 - If the first request fails, its key row is deleted (the effect was rolled back too), so
@@ -104,7 +110,9 @@ class IdempotentRequest:
         a conflict. Only when the key exists is the row read, to replay or refuse."""
         for _ in range(2):
             with self._factory() as own, own.begin():
-                row_id = own.scalar(self._claim_statement(own))
+                row_id = own.scalar(
+                    _claim_statement(own.get_bind().dialect.name), self._row(in_flight=True)
+                )
                 if row_id is None:
                     row = own.scalar(
                         select(IdempotencyKey).where(
@@ -125,28 +133,47 @@ class IdempotentRequest:
             code="idempotency_key_in_use",
         )
 
-    def _claim_statement(self, own: Session) -> Executable:
-        """`INSERT ... ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id`: the new row's id,
-        or no row when the key is already taken (Postgres waits for a concurrent claimant to
-        commit or roll back first, so the read that follows sees its outcome)."""
-        dialect = own.get_bind().dialect.name
-        row = {
+    def claim_in_transaction(
+        self, session: Session, status_code: int, body: dict[str, Any]
+    ) -> Replay | None:
+        """Claim the key with its response already recorded, in the request's transaction
+        (see the module docstring): None when this request holds the key (its transaction
+        must then make the effect that `body` describes), else the response to replay.
+        Refuses like `begin` (422 for another body, 409 while a `begin` claim is in flight)."""
+        conn = session.connection()
+        for _ in range(3):
+            row_id = conn.scalar(
+                _claim_statement(conn.dialect.name),
+                self._row(in_flight=False, response_status=status_code, response_body=body),
+            )
+            if row_id is not None:
+                self._row_id = row_id
+                return None
+            row = session.scalar(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.tenant_id == self.tenant_id, IdempotencyKey.key == self.key
+                )
+            )
+            if row is not None:
+                replay = self._existing(session, row)
+                if replay is not None:
+                    return replay
+                session.flush()  # the expired or abandoned row's delete, before the next claim
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress; retry later",
+            code="idempotency_key_in_use",
+        )
+
+    def _row(self, **values: Any) -> dict[str, Any]:
+        return {
             "tenant_id": self.tenant_id,
             "key": self.key,
             "method": self.method,
             "path": self.path,
             "request_hash": self.fingerprint,
-            "in_flight": True,
             "created_at": utcnow(),
+            **values,
         }
-        unique = ["tenant_id", "key"]
-        if dialect == "postgresql":
-            pg = postgresql.insert(IdempotencyKey).values(row)
-            return pg.on_conflict_do_nothing(index_elements=unique).returning(IdempotencyKey.id)
-        if dialect == "sqlite":
-            lite = sqlite.insert(IdempotencyKey).values(row)
-            return lite.on_conflict_do_nothing(index_elements=unique).returning(IdempotencyKey.id)
-        raise RuntimeError(f"unsupported database dialect {dialect!r}")  # pragma: no cover
 
     def _existing(self, own: Session, row: IdempotencyKey) -> Replay | None:
         now = utcnow()
@@ -181,6 +208,46 @@ class IdempotentRequest:
             return
         with self._factory() as own, own.begin():
             own.execute(delete(IdempotencyKey).where(IdempotencyKey.id == self._row_id))
+
+
+_UNIQUE = ["tenant_id", "key"]
+_CLAIMS: dict[str, Executable] = {
+    "postgresql": postgresql.insert(IdempotencyKey)
+    .on_conflict_do_nothing(index_elements=_UNIQUE)
+    .returning(IdempotencyKey.id),
+    "sqlite": sqlite.insert(IdempotencyKey)
+    .on_conflict_do_nothing(index_elements=_UNIQUE)
+    .returning(IdempotencyKey.id),
+}
+
+
+def _claim_statement(dialect: str) -> Executable:
+    """`INSERT ... ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id` (values bound at
+    execution): the new row's id, or no row when the key is already taken (Postgres waits
+    for a concurrent claimant to commit or roll back first, so the read that follows sees
+    its outcome). Built once per dialect."""
+    try:
+        return _CLAIMS[dialect]
+    except KeyError:  # pragma: no cover
+        raise RuntimeError(f"unsupported database dialect {dialect!r}") from None
+
+
+def for_request(
+    key: str | None, request: Request, tenant_id: str, payload: Any
+) -> IdempotentRequest | None:
+    """The request's key, validated and fingerprinted, not yet claimed (None without a key):
+    for a route that claims it with `claim_in_transaction`."""
+    if key is None:
+        return None
+    path = request.url.path
+    return IdempotentRequest(
+        request.app.state.sec.side_sessionmaker,
+        tenant_id=tenant_id,
+        key=key,
+        method="POST",
+        path=path,
+        fingerprint=request_fingerprint("POST", path, payload),
+    )
 
 
 def start(

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,11 +42,12 @@ from app.storage import store_from_settings
 from app.tenants.auth import Authenticator
 from app.tenants.router import router as tenants_router
 from app.ttlcache import TTLCache
+from app.warmup import cache_redis_lib_version, warm_up
 
 log = structlog.get_logger("sec.api")
 
-# The request pool (SQLAlchemy's defaults, made explicit: `db_slots` admits this many).
-DB_POOL_SIZE, DB_MAX_OVERFLOW = 5, 10
+# Side transactions (key stamps, Idempotency-Key claims of the upload routes): few and short.
+SIDE_POOL_SIZE, SIDE_MAX_OVERFLOW = 2, 8
 
 # Multipart overhead on top of the file itself (boundaries, part headers, the name field).
 MULTIPART_SLACK = 64 * 1024
@@ -65,26 +67,39 @@ HTTP_CODES = {
 def create_app(settings: Settings | None = None, job_queue: JobQueue | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    cache_redis_lib_version()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The request pool keeps every connection it may use open (no overflow): a burst
+        # then finds them connected, instead of opening (and, past the pool size, closing
+        # again) a Postgres connection per request. `db_slots` admits this many requests.
+        # Last in, first out: a light load keeps reusing the same few warm connections (and
+        # Postgres backends) instead of cycling through all of them.
         engine = make_engine(
-            settings.database_url, pool_size=DB_POOL_SIZE, max_overflow=DB_MAX_OVERFLOW
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_use_lifo=True,
         )
-        side_engine = make_engine(settings.database_url, pool_size=2, max_overflow=8)
+        side_engine = make_engine(
+            settings.database_url, pool_size=SIDE_POOL_SIZE, max_overflow=SIDE_MAX_OVERFLOW
+        )
         sessions = make_sessionmaker(engine)
         side_sessions = make_sessionmaker(side_engine)
         store = store_from_settings(settings)
+        queue = job_queue or CeleryJobQueue(settings.broker_url)
         app.state.sec = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=sessions,
             store=store,
-            job_queue=job_queue or CeleryJobQueue(settings.broker_url),
+            job_queue=queue,
             side_sessionmaker=side_sessions,
-            db_slots=asyncio.Semaphore(DB_POOL_SIZE + DB_MAX_OVERFLOW),
+            db_slots=asyncio.Semaphore(settings.db_pool_size),
             auth=Authenticator(sessions, side_sessions, ttl_s=settings.auth_cache_seconds),
         )
+        await run_in_threadpool(warm_up, sessions, settings.db_pool_size, queue)
         # Hosted inference: loaded models, micro-batchers and their thread pools.
         serving = ServingManager(settings, store, DbDeploymentSource(sessions, settings))
         await serving.start()

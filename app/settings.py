@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # replica is refused by this one at most this long after (app/tenants/auth.py).
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
+    # Database connections each API process keeps open (and opens at start-up), and the most
+    # requests it lets use the database at once (app/deps.py `db_admission`).
+    db_pool_size: int = Field(default=15, ge=1, le=200)
+
     # Requests per minute per tenant on the authenticated API (429 + Retry-After beyond it).
     rate_limit_per_minute: int = Field(default=1200, ge=1)
     # Where the counters live. Empty = the broker's Redis when the broker is Redis (shared by

@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -104,7 +105,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def is_labelled(dataset: Dataset) -> bool:
-    """Usable as training / validation data: at least two classes."""
-    labels = dataset.summary.get("labels") or []
+def has_classes(summary: dict[str, Any]) -> bool:
+    """A dataset with this summary is usable as training / validation data: at least two
+    classes."""
+    labels = summary.get("labels") or []
     return len(labels) >= 2

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
@@ -49,15 +50,29 @@ def list_page(
     return paginate(session, stmt, Job.created_at, Job.id, cursor=cursor, limit=limit)
 
 
-def count_active(session: Session, tenant_id: str) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == tenant_id, Job.status.in_([s.value for s in ACTIVE_STATUSES]))
-        )
-        or 0
+# The submit path's statements, built once and run on the session's connection (Core: no
+# ORM flush, no statement built per request).
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(Job)
+    .where(
+        Job.tenant_id == bindparam("tenant_id"),
+        Job.status.in_([s.value for s in ACTIVE_STATUSES]),
     )
+)
+_INSERT_JOB = insert(Job)
+_INSERT_EVENT = insert(JobEvent)
+
+
+def count_active(session: Session, tenant_id: str) -> int:
+    return session.connection().scalar(_COUNT_ACTIVE, {"tenant_id": tenant_id}) or 0
+
+
+def insert_job(session: Session, row: dict[str, Any], first_event: dict[str, Any]) -> None:
+    """A new job's row (every column given) and its first event, without the ORM."""
+    conn = session.connection()
+    conn.execute(_INSERT_JOB, row)
+    conn.execute(_INSERT_EVENT, {"job_id": row["id"], "attempt": 0, **first_event})
 
 
 def artifact_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
@@ -97,13 +112,42 @@ def add_event(
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
+_EVENTS_AFTER = (
+    select(JobEvent)
+    .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
+    .order_by(JobEvent.id)
+    .limit(bindparam("limit"))
+)
+
+
 def events_after(session: Session, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
-    return session.scalars(
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after)
-        .order_by(JobEvent.id)
-        .limit(limit)
+    return session.scalars(_EVENTS_AFTER, {"job_id": job_id, "after": after, "limit": limit}).all()
+
+
+# Built once: event polls are, with status, the hottest reads of the control API. The job's
+# status and its events after the cursor in one query; the outer join keeps a row (with no
+# event) for a job that has none, so "no row" means "not the tenant's job".
+_STATUS_AND_EVENTS = (
+    select(Job.status, JobEvent)
+    .outerjoin(JobEvent, and_(JobEvent.job_id == Job.id, JobEvent.id > bindparam("after")))
+    .where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+    .order_by(JobEvent.id)
+    .limit(bindparam("limit"))
+)
+
+
+def status_and_events(
+    session: Session, tenant_id: str, job_id: str, after: int, limit: int
+) -> tuple[str, list[JobEvent]] | None:
+    """The tenant's job's status and up to `limit` of its events with id > `after` (None when
+    the tenant has no such job), in one query."""
+    rows = session.execute(
+        _STATUS_AND_EVENTS,
+        {"job_id": job_id, "tenant_id": tenant_id, "after": after, "limit": limit},
     ).all()
+    if not rows:
+        return None
+    return rows[0][0], [event for _, event in rows if event is not None]
 
 
 def trace_after(session: Session, job_id: str, after_step: int, limit: int) -> Sequence[TraceRow]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -13,15 +14,7 @@ from app import idempotency
 from app.artifacts import repository as artifacts_repo
 from app.artifacts.schemas import ArtifactList, ArtifactOut
 from app.db.models import JobStatus
-from app.deps import (
-    JobDep,
-    JobQueueDep,
-    SessionDep,
-    SettingsDep,
-    StateDep,
-    TenantDep,
-    run_and_commit,
-)
+from app.deps import JobDep, SessionDep, StateDep, TenantDep, run_and_commit
 from app.errors import InvalidInput
 from app.jobs import repository as repo
 from app.jobs import service
@@ -29,42 +22,39 @@ from app.jobs.schemas import EventPage, JobOut, TracePage, TraceRowOut
 from app.jobs.stream import job_event_stream
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
+from app.state import app_state
 from sec_engine.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
-def create_job(
+async def create_job(
     *,
     spec: JobSpec,
     request: Request,
-    response: Response,
     session: SessionDep,
-    settings: SettingsDep,
-    state: StateDep,
     tenant: TenantDep,
-    job_queue: JobQueueDep,
     idempotency_key: idempotency.IdempotencyKeyHeader = None,
-) -> JobOut | JSONResponse:
+) -> Response:
     """Submit a compression job. Retry safely with the same `Idempotency-Key`."""
-    idem = idempotency.begin(
-        idempotency_key,
-        request,
-        session,
-        tenant.id,
-        spec.model_dump(mode="json", exclude_unset=True),
+    # One thread-pool hop: the key's claim, the checks, the job's row and the commit in one
+    # transaction, then the broker publish (app/jobs/service.py).
+    idem = idempotency.for_request(
+        idempotency_key, request, tenant.id, spec.model_dump(mode="json", exclude_unset=True)
     )
-    if isinstance(idem, JSONResponse):
-        return idem
-    job = service.create_job(
-        session, settings, tenant.id, spec, job_queue=job_queue, factory=state.sessionmaker
+    answer = await run_and_commit(
+        session, service.submit_job, app_state(request), tenant.id, spec, idem
     )
-    out = JobOut.from_job(job)
-    if idem is not None:
-        idem.complete(session, status.HTTP_201_CREATED, out.model_dump(mode="json"))
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return out
+    if isinstance(answer, idempotency.Replay):
+        return idempotency.replay_response(answer)
+    # The body is the JobOut already built for the Idempotency-Key row: encoded once here.
+    return Response(
+        orjson.dumps(answer),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers={"Location": f"/v1/jobs/{answer['id']}"},
+    )
 
 
 @router.get("", response_model=Page[JobOut])

@@ -36,6 +36,11 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
+    def for_new_job(cls, row: dict[str, Any]) -> JobOut:
+        """A job about to be inserted, from its row's values (no error, no artifact yet)."""
+        return cls(**{name: row[name] for name in _ROW_FIELDS}, error=None, artifact_id=None)
+
+    @classmethod
     def from_job(cls, job: Job, artifact_id: str | None = None) -> JobOut:
         error = (
             JobError(code=job.error_code, message=job.error_message or "")
@@ -61,6 +66,10 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
+
+
+# The fields that are a job row's columns by the same name.
+_ROW_FIELDS = tuple(name for name in JobOut.model_fields if name not in ("error", "artifact_id"))
 
 
 class JobEventOut(OutputModel):

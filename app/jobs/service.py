@@ -7,20 +7,25 @@ job stays `queued` with `enqueued_at` cleared, and the workers' reaper re-enqueu
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import structlog
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.datasets import repository as datasets_repo
-from app.datasets.service import is_labelled
+from app.datasets.service import has_classes
 from app.db.hooks import on_commit
-from app.db.models import Dataset, Job, JobStatus, utcnow
+from app.db.models import Job, JobStatus, new_id, utcnow
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from app.idempotency import IdempotentRequest, Replay
 from app.jobs import repository as repo
 from app.jobs.schemas import EventPage, JobEventOut, JobOut
 from app.models.service import resolve_base_model
 from app.queue import JobQueue
 from app.settings import Settings
+from app.state import AppState
 from app.tenants import repository as tenants_repo
 from sec_engine.spec import JobSpec
 
@@ -30,43 +35,29 @@ JOB_QUEUE = "gpu"
 STATUS_EVENT = "status"
 
 
-def create_job(
+def submit_job(
     session: Session,
-    settings: Settings,
+    state: AppState,
     tenant_id: str,
     spec: JobSpec,
-    *,
-    job_queue: JobQueue,
-    factory: sessionmaker[Session],
-) -> Job:
-    dataset = _dataset(session, tenant_id, spec.dataset, "dataset")
-    if not is_labelled(dataset):
-        raise InvalidInput(
-            f"dataset {dataset.id!r} has no label column with at least 2 classes:"
-            " upload it with purpose=labelled, or pass it as unlabelled_dataset",
-            code="invalid_spec",
-        )
-    if spec.validation_dataset is not None:
-        validation = _dataset(session, tenant_id, spec.validation_dataset, "validation_dataset")
-        if not is_labelled(validation):
-            raise InvalidInput(
-                f"validation_dataset {validation.id!r} needs labels with at least 2 classes",
-                code="invalid_spec",
-            )
-        if validation.has_pairs != dataset.has_pairs:
-            raise InvalidInput(
-                "dataset and validation_dataset must both be sentence pairs or both single texts",
-                code="invalid_spec",
-            )
-    if spec.unlabelled_dataset is not None:
-        pool = _dataset(session, tenant_id, spec.unlabelled_dataset, "unlabelled_dataset")
-        if pool.has_pairs != dataset.has_pairs:
-            raise InvalidInput(
-                "dataset and unlabelled_dataset must both be sentence pairs or both single texts",
-                code="invalid_spec",
-            )
-    resolve_base_model(session, tenant_id, spec.base_model)
+    idem: IdempotentRequest | None = None,
+) -> dict[str, Any] | Replay:
+    """Create and (after the commit) enqueue a job, in the request's one transaction: the
+    new job's response body, or the stored response when `idem`'s key was already used.
 
+    The job's row is written with all its values known up front, so its response is known
+    before the effect: the Idempotency-Key row goes in first, already completed, and the
+    checks, the job and its first event follow in the same transaction (one commit). The
+    tenant's row lock serialises the cap check and the insert across API replicas."""
+    settings = state.settings
+    now = utcnow()
+    values = _new_job(settings, tenant_id, spec, now)
+    body = JobOut.for_new_job(values).model_dump(mode="json")
+    if idem is not None:
+        replay = idem.claim_in_transaction(session, 201, body)
+        if replay is not None:
+            return replay
+    _check_references(session, tenant_id, spec)
     tenants_repo.lock_tenant(session, tenant_id)
     active = repo.count_active(session, tenant_id)
     if active >= settings.max_concurrent_jobs_per_tenant:
@@ -75,27 +66,85 @@ def create_job(
             f" {settings.max_concurrent_jobs_per_tenant}. Wait for one to finish or cancel one.",
             code="too_many_active_jobs",
         )
-
-    now = utcnow()
-    job = Job(
-        tenant_id=tenant_id,
-        dataset_id=dataset.id,
-        base_model=spec.base_model,
-        spec=spec.model_dump(mode="json"),
-        queue=JOB_QUEUE,
-        status=JobStatus.QUEUED.value,
-        max_attempts=settings.job_max_attempts,
-        enqueued_at=now,
+    event = {"status": JobStatus.QUEUED.value}
+    repo.insert_job(
+        session,
+        values,
+        {"kind": STATUS_EVENT, "message": "job queued", "data": event, "created_at": now},
     )
-    session.add(job)
-    session.flush()
-    repo.add_event(session, job.id, STATUS_EVENT, "job queued", {"status": JobStatus.QUEUED.value})
-    on_commit(session, lambda: _enqueue(job_queue, factory, job.id, job.queue))
-    return job
+    job_id, job_queue, factory = values["id"], state.job_queue, state.sessionmaker
+    on_commit(session, lambda: _enqueue(job_queue, factory, job_id, JOB_QUEUE))
+    return body
 
 
-def _dataset(session: Session, tenant_id: str, dataset_id: str, field: str) -> Dataset:
-    dataset = datasets_repo.get(session, tenant_id, dataset_id)
+def _new_job(settings: Settings, tenant_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
+    """Every column of a new job's row (the response shows them before the insert)."""
+    return {
+        "id": new_id("job"),
+        "tenant_id": tenant_id,
+        "dataset_id": spec.dataset,
+        "base_model": spec.base_model,
+        "spec": spec.model_dump(mode="json"),
+        "queue": JOB_QUEUE,
+        "status": JobStatus.QUEUED.value,
+        "phase": None,
+        "progress": 0.0,
+        "attempts": 0,
+        "max_attempts": settings.job_max_attempts,
+        "worker_id": None,
+        "heartbeat_at": None,
+        "lease_expires_at": None,
+        "enqueued_at": now,
+        "metrics": {},
+        "targets_met": {},
+        "error_code": None,
+        "error_message": None,
+        "started_at": None,
+        "finished_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _check_references(session: Session, tenant_id: str, spec: JobSpec) -> None:
+    """The spec's datasets (one query for all of them) and base model are the tenant's and
+    fit the job; errors in the order a user fixes them."""
+    refs = [spec.dataset, spec.validation_dataset, spec.unlabelled_dataset]
+    found = datasets_repo.fits(session, tenant_id, [r for r in refs if r])
+    dataset = _dataset(found, spec.dataset, "dataset")
+    if not has_classes(dataset.summary):
+        raise InvalidInput(
+            f"dataset {spec.dataset!r} has no label column with at least 2 classes:"
+            " upload it with purpose=labelled, or pass it as unlabelled_dataset",
+            code="invalid_spec",
+        )
+    if spec.validation_dataset is not None:
+        validation = _dataset(found, spec.validation_dataset, "validation_dataset")
+        if not has_classes(validation.summary):
+            raise InvalidInput(
+                f"validation_dataset {spec.validation_dataset!r} needs labels with at least"
+                " 2 classes",
+                code="invalid_spec",
+            )
+        if validation.has_pairs != dataset.has_pairs:
+            raise InvalidInput(
+                "dataset and validation_dataset must both be sentence pairs or both single texts",
+                code="invalid_spec",
+            )
+    if spec.unlabelled_dataset is not None:
+        pool = _dataset(found, spec.unlabelled_dataset, "unlabelled_dataset")
+        if pool.has_pairs != dataset.has_pairs:
+            raise InvalidInput(
+                "dataset and unlabelled_dataset must both be sentence pairs or both single texts",
+                code="invalid_spec",
+            )
+    resolve_base_model(session, tenant_id, spec.base_model)
+
+
+def _dataset(
+    found: dict[str, datasets_repo.DatasetFit], dataset_id: str, field: str
+) -> datasets_repo.DatasetFit:
+    dataset = found.get(dataset_id)
     if dataset is None:
         raise NotFound(f"{field}: dataset {dataset_id!r} not found")
     return dataset
@@ -159,14 +208,14 @@ def job_status(session: Session, tenant_id: str, job_id: str) -> JobOut:
 
 def event_page(session: Session, tenant_id: str, job_id: str, after: int, limit: int) -> EventPage:
     """Events with id > `after` of the tenant's job (or 404), and whether more follow."""
-    job = repo.get(session, tenant_id, job_id)
-    if job is None:
+    found = repo.status_and_events(session, tenant_id, job_id, after, limit + 1)
+    if found is None:
         raise NotFound(f"job {job_id!r} not found")
-    events = repo.events_after(session, job.id, after, limit + 1)
+    status, events = found
     page = events[:limit]
     return EventPage(
         data=[JobEventOut.from_row(e) for e in page],
         next_cursor=page[-1].id if page else after,
         has_more=len(events) > limit,
-        job_status=job.status,
+        job_status=status,
     )

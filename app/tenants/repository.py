@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Tenant
@@ -15,10 +15,20 @@ def get_tenant_by_name(session: Session, name: str) -> Tenant | None:
     return session.scalar(select(Tenant).where(Tenant.name == name))
 
 
+# Built once: the submit path runs it (Core, on the session's connection). `FOR NO KEY
+# UPDATE`, not `FOR UPDATE`: it excludes the other submits of the tenant all the same, but not
+# the `FOR KEY SHARE` lock a foreign-key check takes on the tenant's row. A submit inserts its
+# Idempotency-Key row (a foreign key to the tenant) before it takes this lock, so with `FOR
+# UPDATE` two submits of one tenant deadlock, each waiting for the other's key-share lock.
+_LOCK_TENANT = (
+    select(Tenant.id).where(Tenant.id == bindparam("tenant_id")).with_for_update(key_share=True)
+)
+
+
 def lock_tenant(session: Session, tenant_id: str) -> None:
     """Serialise per-tenant decisions (quota checks) across API replicas. A row lock on
     Postgres; SQLite has no row locks but serialises writers anyway."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    session.connection().execute(_LOCK_TENANT, {"tenant_id": tenant_id})
 
 
 def get_key_and_tenant(session: Session, key_hash: str) -> tuple[ApiKey, Tenant] | None:

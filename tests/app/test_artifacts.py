@@ -81,3 +81,26 @@ def test_other_tenant_cannot_see_or_download(
         r = client.get(url, headers=tenant_b.headers)
         assert r.status_code == 404, url
         assert r.json()["error"]["code"] == "not_found"
+
+
+def test_a_large_archive_downloads_whole_and_a_missing_file_is_500(
+    client: TestClient,
+    tenant_a: TenantKey,
+    job_a: str,
+    db: sessionmaker[Session],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    # Several of the response's 1 MiB chunks, the last one partial.
+    payload = bytes(range(256)) * (3 * 4096 + 7)
+    artifact_id, _ = add_artifact(db, settings, tenant_a.id, job_a, tmp_path, payload=payload)
+    r = client.get(f"/v1/artifacts/{artifact_id}/download", headers=tenant_a.headers)
+    assert r.status_code == 200
+    assert r.content == payload
+    assert r.headers["content-length"] == str(len(payload))
+
+    stored = settings.var_dir / "artifacts" / f"{tenant_a.id}/{job_a}/artifact.tar.gz"
+    stored.unlink()
+    r = client.get(f"/v1/artifacts/{artifact_id}/download", headers=tenant_a.headers)
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "artifact_missing"

@@ -4,12 +4,14 @@ pagination, cancel transitions, events (JSON and SSE) and the trace."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
 from fastapi.sse import ServerSentEvent
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import IdempotencyKey, Job, JobEvent, JobStatus, TraceRow, utcnow
@@ -260,6 +262,47 @@ def test_failed_request_releases_its_key(
     assert count_rows(db, IdempotencyKey) == 0
     good = submit_job(client, tenant_a, dataset_a, idempotency_key="retry")
     assert good.status_code == 201
+
+
+def test_the_submit_answer_is_the_stored_job_and_its_replay(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str
+) -> None:
+    # The answer is built from the row's values before the insert (and stored with the key):
+    # it must be exactly what a read of the job gives.
+    first = submit_job(client, tenant_a, dataset_a, seed=5, idempotency_key="same")
+    assert first.status_code == 201, first.text
+    got = client.get(f"/v1/jobs/{first.json()['id']}", headers=tenant_a.headers)
+    assert got.json() == first.json()
+    again = submit_job(client, tenant_a, dataset_a, seed=5, idempotency_key="same")
+    assert again.json() == first.json()
+
+
+def test_an_expired_key_is_claimed_again(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    from app.idempotency import KEY_TTL
+
+    first = submit_job(client, tenant_a, dataset_a, idempotency_key="old").json()["id"]
+    with unit_of_work(db) as s:
+        row = s.scalars(select(IdempotencyKey).where(IdempotencyKey.key == "old")).one()
+        row.created_at = utcnow() - KEY_TTL - timedelta(minutes=1)
+    second = submit_job(client, tenant_a, dataset_a, idempotency_key="old")
+    assert second.status_code == 201, second.text
+    assert second.headers.get("idempotent-replayed") is None
+    assert second.json()["id"] != first
+    assert count_rows(db, IdempotencyKey) == 1
+    assert count_rows(db, Job) == 2
+
+
+def test_a_refused_submit_over_the_cap_releases_its_key(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    ids = [submit_job(client, tenant_a, dataset_a).json()["id"] for _ in range(3)]
+    over = submit_job(client, tenant_a, dataset_a, idempotency_key="later")
+    assert over.status_code == 429
+    assert count_rows(db, IdempotencyKey) == 0
+    client.post(f"/v1/jobs/{ids[0]}/cancel", headers=tenant_a.headers)
+    assert submit_job(client, tenant_a, dataset_a, idempotency_key="later").status_code == 201
 
 
 # --- listing -------------------------------------------------------------------------------

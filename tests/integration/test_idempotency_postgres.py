@@ -91,3 +91,46 @@ def test_same_key_racing_on_postgres_creates_one_job(
         replayed=sum(1 for code, replayed, _ in answers if code == 201 and replayed == "true"),
         conflicts_409=sum(1 for code, _, _ in answers if code == 409),
     )
+
+
+SUBMITTERS, CAP = 8, 3
+
+
+def test_concurrent_submits_of_one_tenant_on_postgres_keep_the_cap(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Submits with different keys for one tenant, all at once: each claims its key in its own
+    transaction (a foreign key to the tenant) and then takes the tenant's row lock, so they
+    must neither deadlock nor pass the cap. Exactly CAP are created, the rest answer 429."""
+    settings = chaos_settings(tmp_path, postgres_url, redis_url, max_concurrent_jobs_per_tenant=CAP)
+    with stack(tmp_path, settings) as s:
+        for _ in range(ROUNDS // 2):
+            start = threading.Barrier(SUBMITTERS)
+            results: list[httpx.Response] = []
+
+            def post(
+                start: threading.Barrier = start, results: list[httpx.Response] = results
+            ) -> None:
+                start.wait()
+                results.append(
+                    s.client.post(
+                        "/v1/jobs",
+                        headers={**s.headers, "Idempotency-Key": uuid.uuid4().hex},
+                        json={"dataset": s.dataset_id},
+                    )
+                )
+
+            threads = [threading.Thread(target=post) for _ in range(SUBMITTERS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            codes = sorted(r.status_code for r in results)
+            assert codes == [201] * CAP + [429] * (SUBMITTERS - CAP), [r.text for r in results]
+            for r in results:  # free the slots for the next round
+                if r.status_code == 201:
+                    cancel = s.client.post(f"/v1/jobs/{r.json()['id']}/cancel", headers=s.headers)
+                    assert cancel.status_code == 200, cancel.text
+        with s.sessions() as session:
+            jobs = session.scalar(select(func.count()).select_from(Job))
+    assert jobs == CAP * (ROUNDS // 2)

@@ -209,9 +209,8 @@ def test_open_event_streams_do_not_take_database_slots(
     must not keep its request's database slot (app.deps.db_admission) while it is open."""
     import threading
 
-    from app.main import DB_MAX_OVERFLOW, DB_POOL_SIZE
-
-    streams = DB_POOL_SIZE + DB_MAX_OVERFLOW + 3
+    db_slots = client.app.state.sec.settings.db_pool_size  # type: ignore[attr-defined]
+    streams = db_slots + 3
     opened = threading.Semaphore(0)
     stop = threading.Event()
 
@@ -232,7 +231,7 @@ def test_open_event_streams_do_not_take_database_slots(
     figure(
         "open_streams_vs_db_slots",
         streams=streams,
-        db_slots=DB_POOL_SIZE + DB_MAX_OVERFLOW,
+        db_slots=db_slots,
         api_status=r.status_code,
     )
     assert r.status_code == 200
