@@ -21,8 +21,9 @@ preparing, calibration and `plan` event, no training and no artifact.
 
 Loud warnings, never a silent success: a budget too small for a useful plan
 (`budget.too_small`, with the budget it needs), a teacher no better than predicting the
-majority class on validation (`teacher.weak`). Both are also listed under `warnings` in the
-manifest.
+majority class on validation (`teacher.weak`), a compressed model no better than that on the
+test split (`compressed.weak`: it collapsed to one answer), a phase cut by the wall-clock cap
+(`deadline.reached`). All are also listed under `warnings` in the manifest.
 
 Resume: with `checkpoint_dir`, the teacher phase's result is saved there (see
 sec_engine.checkpoint), and a later run of the same spec on the same inputs restores it
@@ -78,9 +79,10 @@ from sec_engine.training import Deadline
 # The reserve kept back from training for measuring and exporting: the plan's prediction for
 # that work times this factor (predictions are rough), at most half of what is left.
 EXPORT_RESERVE_FACTOR = 1.5
-# A teacher whose validation accuracy is not this much above always predicting the most common
-# class has learnt nothing useful: everything distilled from it would be noise.
-WEAK_TEACHER_MARGIN = 0.01
+# A model whose accuracy is not this much above always predicting the most common class has
+# learnt nothing useful (a teacher: everything distilled from it is noise; the compressed
+# model: it collapsed to one answer).
+WEAK_MODEL_MARGIN = 0.01
 
 
 def run_job(
@@ -162,6 +164,15 @@ def run_job(
             max_size_mb=_size_limit(spec, teacher_m),
         )
     reporter.event("export.done", "artifact written", compressed_m.to_dict())
+    measured_on = state.data.test or state.data.validation
+    warnings += _check_learnt(
+        reporter,
+        "compressed.weak",
+        "the compressed model",
+        compressed_m.metrics["accuracy"],
+        [e.label for e in measured_on],
+        teacher_setup.split,
+    )
     timer.enter(None)
     manifest = _manifest(state, stages, teacher_m, compressed_m, time.monotonic() - started)
     manifest["spec"] = spec.model_dump(mode="json")  # the user's spec; the plan is beside it
@@ -331,25 +342,36 @@ def _share(part: float, whole: float) -> float:
     return part / whole if whole > 0 else 1.0
 
 
-def _check_teacher(state: EngineState) -> list[str]:
-    """A teacher no better than the majority class on validation is a loud warning."""
-    labels = [e.label for e in state.data.validation]
-    if not labels:
-        return []
-    baseline = max(labels.count(c) for c in set(labels)) / len(labels)
-    if state.teacher_val_accuracy > baseline + WEAK_TEACHER_MARGIN:
+def majority_baseline(labels: list[int | None]) -> float | None:
+    """Accuracy of always predicting the most common class (None without labels)."""
+    known = [y for y in labels if y is not None]
+    return max(known.count(c) for c in set(known)) / len(known) if known else None
+
+
+def _check_learnt(
+    reporter: Reporter, kind: str, who: str, accuracy: float, labels: list[int | None], split: str
+) -> list[str]:
+    """A model no better than the majority class on `split` is a loud warning (`kind`)."""
+    baseline = majority_baseline(labels)
+    if baseline is None or accuracy > baseline + WEAK_MODEL_MARGIN:
         return []
     message = (
-        f"the teacher did not learn: validation accuracy {state.teacher_val_accuracy:.4f} vs "
-        f"{baseline:.4f} for always predicting the most common class; the compressed model "
-        "can be no better (give the job more budget or more labels)"
+        f"{who} did not learn: {split} accuracy {accuracy:.4f} vs {baseline:.4f} for always "
+        "predicting the most common class (give the job more budget or more labels)"
     )
-    state.reporter.event(
-        "teacher.weak",
-        message,
-        {"validation_accuracy": state.teacher_val_accuracy, "majority_baseline": baseline},
-    )
+    reporter.event(kind, message, {f"{split}_accuracy": accuracy, "majority_baseline": baseline})
     return [message]
+
+
+def _check_teacher(state: EngineState) -> list[str]:
+    return _check_learnt(
+        state.reporter,
+        "teacher.weak",
+        "the teacher",
+        state.teacher_val_accuracy,
+        [e.label for e in state.data.validation],
+        "validation",
+    )
 
 
 class PhaseTimer:

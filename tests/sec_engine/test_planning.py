@@ -15,7 +15,7 @@ import pytest
 from sec_engine import planning
 from sec_engine.callbacks import RecordingCallbacks
 from sec_engine.data.splits import Example
-from sec_engine.pipeline import _check_teacher, dry_run, run_job
+from sec_engine.pipeline import _check_teacher, dry_run, majority_baseline, run_job
 from sec_engine.planning import Sizes, Throughput, make_plan, planned_spec
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
@@ -124,7 +124,7 @@ def test_weak_teacher_is_a_loud_warning() -> None:
         reporter=SimpleNamespace(event=cb.event),
     )
     [warning] = _check_teacher(state)  # type: ignore[arg-type]
-    assert "did not learn" in warning
+    assert "the teacher did not learn" in warning
     assert cb.events[0][0] == "teacher.weak"
     assert cb.events[0][2]["majority_baseline"] == pytest.approx(0.7)
     state.teacher_val_accuracy = 0.9
@@ -193,3 +193,8 @@ def test_with_the_budget_it_needs_the_plan_fits_and_the_student_trains(
     start = next(d for k, _, d in cb.events if k == "compression.start")
     assert start["steps"] == result.manifest["plan"]["student_steps"] > 0
     assert "deadline.reached" not in kinds  # the tiny job runs far faster than scripted
+
+
+def test_majority_baseline() -> None:
+    assert majority_baseline([0, 0, 1, None]) == pytest.approx(2 / 3)
+    assert majority_baseline([None]) is None
