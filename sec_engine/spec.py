@@ -223,9 +223,10 @@ class SqdConfig(StrictModel):
     runtime: QuantRuntime = QuantRuntime.AUTO
     prune_vocabulary: bool = False
     freeze_word_embeddings: bool = Field(
-        default=False,
+        default=True,
         description="Keep the student's word embeddings as the teacher's. Their dense gradient "
-        "and optimizer update over the whole vocabulary are most of a small student's step.",
+        "and optimizer update over the whole vocabulary were more than half of a 3-layer "
+        "student's step on a CPU; frozen, the same time trains twice the epochs.",
     )
 
 
