@@ -25,6 +25,10 @@ from app.schemas import ERROR_RESPONSES, Page
 from app.state import app_state
 from sec_engine.spec import JobSpec
 
+# Cursors are row ids and steps: a database integer (64-bit) bounds them; a larger one is a
+# 422, not an overflow in the driver.
+CURSOR_MAX = 2**63 - 1
+
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 
@@ -110,7 +114,9 @@ async def list_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="Return events with id > after")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=CURSOR_MAX, description="Return events with id > after")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Typed job events in order; poll with `?after=<next_cursor>`."""
@@ -122,22 +128,26 @@ async def stream_events(
     *,
     job: JobDep,
     state: StateDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
     live: Annotated[
         bool, Query(description="Also send `status` and `trace` (controller step) events")
     ] = False,
     trace_after: Annotated[
-        int, Query(ge=-1, description="With live: send trace steps after this one")
+        int,
+        Query(ge=-1, le=CURSOR_MAX, description="With live: send trace steps after this one"),
     ] = -1,
 ) -> AsyncIterator[ServerSentEvent]:
     """Job events as server-sent events; ends with an `end` event when the job is done."""
     start = after or 0
     if last_event_id:
         try:
-            start = max(start, int(last_event_id))
+            resumed = int(last_event_id)
         except ValueError as exc:
             raise InvalidInput("Last-Event-ID must be an event id (an integer)") from exc
+        if not 0 <= resumed <= CURSOR_MAX:
+            raise InvalidInput(f"Last-Event-ID must be an event id from 0 to {CURSOR_MAX}")
+        start = max(start, resumed)
     async for event in job_event_stream(
         state.sessionmaker,
         job.id,
@@ -153,7 +163,7 @@ def get_trace(
     *,
     job: JobDep,
     session: SessionDep,
-    after_step: Annotated[int, Query(ge=-1)] = -1,
+    after_step: Annotated[int, Query(ge=-1, le=CURSOR_MAX)] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> TracePage:
     """The Synergy Controller trace: per step λ1, λ2, loss parts, metrics and the decision."""

@@ -386,6 +386,21 @@ def test_events_cursor(
     assert empty["next_cursor"] == rest["next_cursor"]
 
 
+def test_cursors_past_a_database_integer_are_refused(
+    client: TestClient, tenant_a: TenantKey, job_a: str
+) -> None:
+    huge = 2**63
+    for url in (
+        f"/v1/jobs/{job_a}/events?after={huge}",
+        f"/v1/jobs/job_missing/events?after={huge}",  # refused before any lookup
+        f"/v1/jobs/{job_a}/trace?after_step={10**30}",
+    ):
+        response = client.get(url, headers=tenant_a.headers)
+        assert response.status_code == 422, url
+    ok = client.get(f"/v1/jobs/{job_a}/events?after={huge - 1}", headers=tenant_a.headers)
+    assert ok.status_code == 200
+
+
 def parse_sse(raw: str) -> list[dict[str, str]]:
     events = []
     for block in raw.strip().split("\n\n"):
