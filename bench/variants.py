@@ -1,7 +1,7 @@
 """Job specs for the suite's rows: the user's spec with techniques switched on and off.
 
 Every row is an ordinary `JobSpec` run by `sec_engine.pipeline.run_job`, so an ablation is
-exactly a spec a user could submit (DESIGN.md §5).
+exactly a spec a user could submit (docs/DESIGN_NOTES.md, choices).
 """
 
 from __future__ import annotations

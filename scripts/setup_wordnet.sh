@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install WordNet 3.0 where NLTK finds it, for the augmentation's synonym operator (ASSETS.md).
+# Install WordNet 3.0 where NLTK finds it, for the augmentation's synonym operator (docs/DESIGN_NOTES.md, offline assets).
 #
 # NLTK cannot read Debian's /usr/share/wordnet in place (its path sandbox refuses it, and Debian
 # ships no `lexnames` file), so the files are copied to $NLTK_DATA/corpora/wordnet and `lexnames`

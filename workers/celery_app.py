@@ -1,4 +1,4 @@
-"""The Celery application of the workers, configured for long GPU jobs (DESIGN.md section 7).
+"""The Celery application of the workers, configured for long GPU jobs (docs/DESIGN_NOTES.md, choices).
 
 Start a worker with `celery -A workers.celery_app worker -Q gpu,cpu -c 1`. Importing this
 module loads settings and Celery only: no torch, no engine, no CUDA in the parent process

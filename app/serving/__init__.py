@@ -1,4 +1,4 @@
-"""The serving engine behind hosted deployments (DESIGN.md §4 "Hosted inference", §6).
+"""The serving engine behind hosted deployments (README: hosted inference).
 
 - `artifact`: fetch an artifact archive, check its sha256 against the record, extract it
   safely and check every file's sha256 against the manifest, all before anything is loaded.

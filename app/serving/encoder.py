@@ -5,7 +5,7 @@ backend), so `Tokenizer.from_file` gives the same ids, special tokens and pair t
 `AutoTokenizer.from_pretrained(model/)`. What `transformers` adds on top comes from
 `tokenizer_config.json` and `config.json`, and is reproduced here: truncation to the model's
 maximum length (longest-first for pairs) and the padding token. Padding is ours: to the
-longest sequence of the batch, never to the maximum length (DESIGN.md §9: fewer FLOPs).
+longest sequence of the batch, never to the maximum length (docs/DESIGN_NOTES.md, library constraints: fewer FLOPs).
 """
 
 from __future__ import annotations

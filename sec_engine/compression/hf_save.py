@@ -7,7 +7,7 @@ Usage::
     AutoModelForSequenceClassification.from_pretrained(out_dir)   # same logits
 
 transformers 5.x builds every layer from one config and derives a head's width as
-``hidden_size / num_attention_heads`` (DESIGN.md §9), so a config can express dropped layers
+``hidden_size / num_attention_heads`` (docs/DESIGN_NOTES.md, library constraints), so a config can express dropped layers
 and one FFN width shared by all layers, but never a removed head (fewer heads of the same
 width would need a smaller ``hidden_size``). So:
 

@@ -10,7 +10,7 @@ Usage::
     tensors = load_sparse_safetensors(path)                     # dense tensors again
 
 Pruned weights are zeros in dense tensors, so a dense checkpoint is exactly as large as
-before: DESIGN.md §5 claims the gain only for sparse storage. The sparse file encodes each
+before: docs/DESIGN_NOTES.md (choices) claims the gain only for sparse storage. The sparse file encodes each
 tensor whose encoding is smaller as a packed bitmap (1 bit per element: nonzero or not) plus
 the nonzero values in order. A bitmap beats CSR/COO index lists at the sparsities pruning
 reaches: at 80% sparsity it costs 0.125 + 0.2·4 = 0.93 bytes per fp32 element against

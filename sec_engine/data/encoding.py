@@ -1,7 +1,7 @@
 """Tokenising examples once, and batching them with padding to the longest row in the batch.
 
 Padding to the batch's longest sequence (not to max_seq_len) is where most CPU speed comes
-from on short texts (DESIGN.md section 9), so training and evaluation both do it.
+from on short texts (docs/DESIGN_NOTES.md, library constraints), so training and evaluation both do it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Rotten Tomatoes critic snippets (ASSETS.md) as a SEC dataset CSV, reproducibly.
+"""The Rotten Tomatoes critic snippets (docs/DESIGN_NOTES.md, offline assets) as a SEC dataset CSV, reproducibly.
 
 `fresh` / `rotten` become the labels `positive` / `negative`; `plot` rows (movie synopses,
 no sentiment) are written without a label, so they form the unlabelled pool. Empty texts

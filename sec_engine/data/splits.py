@@ -1,6 +1,6 @@
 """From the uploaded files to seeded train / validation / test splits and an unlabelled pool.
 
-Choices (DESIGN.md leaves them to us):
+Choices (the paper leaves them open; docs/DESIGN_NOTES.md):
 
 - Exact duplicates of (text, text_pair) are dropped before splitting, keeping the first, so the
   same snippet can never sit in both train and test (Rotten Tomatoes repeats ~1k snippets).

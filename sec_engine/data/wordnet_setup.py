@@ -1,4 +1,4 @@
-"""Make Debian's WordNet 3.0 readable by NLTK (ASSETS.md), and check whether it is.
+"""Make Debian's WordNet 3.0 readable by NLTK (docs/DESIGN_NOTES.md, offline assets), and check whether it is.
 
 NLTK 3.10 refuses to read `/usr/share/wordnet` in place and Debian ships no `lexnames` file,
 so `install_wordnet` copies the database into `<nltk_data>/corpora/wordnet` and writes

@@ -1,6 +1,6 @@
 """Task metrics from logits and labels. Pure numpy, so they are unit-testable on tiny arrays.
 
-Perplexity follows DESIGN.md: exp(mean cross-entropy) of the classifier on the split, which
+Perplexity follows docs/DESIGN_NOTES.md: exp(mean cross-entropy) of the classifier on the split, which
 is what the paper reports for its classifiers (2.0 = as unsure as a coin flip on 2 classes).
 """
 

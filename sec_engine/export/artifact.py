@@ -3,7 +3,7 @@
 Layout of an artifact directory (the same for the CLI and the service):
 
     model/              HF-format compressed model: config.json, model.safetensors, tokenizer
-    model.int8.onnx     int8 ONNX Runtime model: carries the pruned structure (DESIGN.md §9)
+    model.int8.onnx     int8 ONNX Runtime model: carries the pruned structure (docs/DESIGN_NOTES.md, library constraints)
     trace.jsonl         one Synergy Controller decision per line
     events.jsonl        the engine's milestones
     manifest.json       spec, metrics, targets met, which file holds what, sha256 of every file

@@ -2,7 +2,7 @@
 
 Delegates to `sec_engine.compression.hf_save`, which expresses the structure in config.json
 where transformers can, and zero-pads pruned heads / uneven FFN widths where it cannot
-(DESIGN.md §9); the returned dict says which, for the manifest. The tokenizer is written
+(docs/DESIGN_NOTES.md, library constraints); the returned dict says which, for the manifest. The tokenizer is written
 alongside unless the caller already wrote a rewritten one (vocabulary pruning).
 """
 

@@ -1,7 +1,7 @@
 """ONNX export of a sequence classifier, and ONNX Runtime dynamic int8 quantization.
 
 The exporter is TorchScript-based (`dynamo=False`, opset 17), the path checked on BERT-family
-models in DESIGN.md section 9. Batch and sequence axes are dynamic, so the file serves any
+models in docs/DESIGN_NOTES.md, library constraints. Batch and sequence axes are dynamic, so the file serves any
 batch and padding length. The graph's inputs are exactly the tokenizer's model inputs, so a
 user feeds `tokenizer(...)` output straight in (token_type_ids included for pair tasks).
 """

@@ -1,6 +1,6 @@
 """The lifecycle every technique plugs into, and the one state object they share.
 
-A stage is built from its frozen config section of the job spec (STYLE.md: config -> stage
+A stage is built from its frozen config section of the job spec (docs/DESIGN_NOTES.md: config -> stage
 -> pure ops). The pipeline calls the hooks of every *enabled* stage, in spec order
 (ada, tal, aip, sqd), at fixed points:
 

@@ -246,12 +246,12 @@ def test_end_to_end_step_shrinks_the_model() -> None:
     model(**batch).logits.sum().backward()  # still trains
 
 
-# The legacy TorchScript exporter (the one DESIGN.md §9 checked) warns about tracing; expected.
+# The legacy TorchScript exporter (the one docs/DESIGN_NOTES.md names) warns about tracing; expected.
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_pruned_model_exports_to_onnx_with_its_structure(arch: str, tmp_path: Path) -> None:
-    """The int8 ONNX deliverable carries the per-layer structure (DESIGN.md §9)."""
+    """The int8 ONNX deliverable carries the per-layer structure (docs/DESIGN_NOTES.md, library constraints)."""
     import onnxruntime as ort
 
     model = build_tiny(arch)

@@ -1,4 +1,4 @@
-"""The compression ops on the real MiniLM-L6 checkpoint (ASSETS.md), end to end in memory."""
+"""The compression ops on the real MiniLM-L6 checkpoint (docs/DESIGN_NOTES.md, offline assets), end to end in memory."""
 
 from __future__ import annotations
 
