@@ -5,23 +5,32 @@ a file the upload accepted is a file the engine can read.
 
 Columns: `text` (required), `text_pair` (optional, for sentence-pair tasks), `label`
 (optional per row: rows without a label form the unlabelled pool). Labels are kept as
-strings; the engine maps them to class ids in sorted order.
+strings; the engine maps them to class ids in sorted order. Other columns are ignored and
+listed in the summary (`ignored_columns`). A NUL byte in a cell that is used is refused (a
+text with NUL is a binary file or a mistake, and it would be passed on to tokenizers and
+stored results as is); JSON nested deeper than `sec_engine.safe_json.MAX_JSON_DEPTH` is
+refused with its line.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sec_engine import safe_json
 from sec_engine.errors import DatasetError, DatasetTooLarge
 
 Format = Literal["csv", "jsonl"]
 MAX_TEXT_CHARS = 20_000
+COLUMNS = ("text", "text_pair", "label")
+# Ignored columns named in the summary: a JSONL file may have a different key on every line,
+# and the summary is stored and returned with the dataset, so the list is capped.
+MAX_IGNORED_REPORTED = 20
+MAX_COLUMN_NAME_REPORTED = 100
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class Table:
     format: Format
     has_pairs: bool
     problems: list[str] = field(default_factory=list)  # warnings that did not stop the load
+    ignored_columns: list[str] = field(default_factory=list)  # columns not read (capped)
 
     @property
     def labelled(self) -> list[Row]:
@@ -61,6 +71,7 @@ class Table:
             "labels": self.labels,
             "class_balance": {k: balance[k] for k in sorted(balance)},
             "problems": list(self.problems),
+            "ignored_columns": list(self.ignored_columns),
         }
 
 
@@ -127,9 +138,12 @@ def _parse_jsonl(text: str, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"line {line_no}: not valid JSON ({exc.msg})") from exc
+            obj = safe_json.loads(line)
+        except safe_json.JSONTooDeep as exc:
+            raise DatasetError(f"line {line_no}: {exc}") from exc
+        except ValueError as exc:
+            msg = getattr(exc, "msg", str(exc))
+            raise DatasetError(f"line {line_no}: not valid JSON ({msg})") from exc
         if not isinstance(obj, dict):
             raise DatasetError(f"line {line_no}: each line must be a JSON object")
         if line_no == 1 or not records:
@@ -151,6 +165,8 @@ def _cell(value: Any, line: int, column: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise DatasetError(f"line {line}: column {column!r} must be a string or number")
     s = str(value).strip()
+    if "\x00" in s:
+        raise DatasetError(f"line {line}: column {column!r} contains a NUL byte (\\x00)")
     return s or None
 
 
@@ -162,7 +178,9 @@ def _validate(
     rows: list[Row] = []
     problems: list[str] = []
     empty_text = 0
+    extra: set[str] = set()
     for line, record in records:
+        extra.update(k for k in record if k not in COLUMNS)
         if "text" not in record:
             raise DatasetError(f"line {line}: missing required column 'text'")
         text = _cell(record.get("text"), line, "text")
@@ -176,6 +194,16 @@ def _validate(
         rows.append(Row(text=text, text_pair=pair, label=label))
     if empty_text:
         problems.append(f"{empty_text} row(s) with empty text were skipped")
+    if any("\x00" in c for c in extra):
+        raise DatasetError("a column name contains a NUL byte (\\x00)")
+    ignored = [c[:MAX_COLUMN_NAME_REPORTED] for c in sorted(extra)[:MAX_IGNORED_REPORTED]]
+    if extra:
+        more = f" and {len(extra) - len(ignored)} more" if len(extra) > len(ignored) else ""
+        problems.append(
+            f"{len(extra)} column(s) ignored (only text, text_pair and label are read): "
+            + ", ".join(repr(c) for c in ignored)
+            + more
+        )
     if not rows:
         raise DatasetError("no row has any text")
     has_pairs = any(r.text_pair is not None for r in rows)
@@ -184,7 +212,9 @@ def _validate(
         raise DatasetError(
             f"{missing} row(s) have no text_pair while others do: a pair task needs it on every row"
         )
-    table = Table(rows=rows, format=fmt, has_pairs=has_pairs, problems=problems)
+    table = Table(
+        rows=rows, format=fmt, has_pairs=has_pairs, problems=problems, ignored_columns=ignored
+    )
     if require_labels:
         labels = table.labels
         if not labels:

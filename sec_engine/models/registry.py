@@ -10,8 +10,9 @@ Safety rules, enforced before any weight is read:
 
 - weights are loaded from safetensors only (``use_safetensors=True``); a folder that holds only
   pickle-based checkpoints (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``) is refused;
-- remote code is never run: a config with an ``auto_map`` or a ``model_type`` that this
-  transformers version does not know (both would need ``trust_remote_code``) is refused.
+- remote code is never run: a config with an ``auto_map`` is refused, and so is a
+  ``model_type`` outside :data:`sec_engine.models.supported.SUPPORTED_MODEL_TYPES` (the
+  encoder families the engine compresses; the upload API checks the same list).
 
 Nothing here touches CUDA at import; :func:`select_device` asks only when a job runs.
 """
@@ -28,6 +29,7 @@ from torch import nn
 
 from sec_engine.errors import ModelLoadError, SpecError
 from sec_engine.models.builtin import builtin_model
+from sec_engine.models.supported import SUPPORTED_MODEL_TYPES, supported_model_types_text
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -76,17 +78,16 @@ def check_local_dir(path: Path) -> None:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Refuse configs that would need remote code to build the model."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
+    """Refuse configs that would need remote code, or that the engine cannot compress."""
     if config.get("auto_map"):
         raise ModelLoadError(
             "the model config has an auto_map (custom code); remote code is never run"
         )
     model_type = config.get("model_type")
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+    if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(
-            f"unsupported model_type {model_type!r}: it is not built into transformers"
+            f"unsupported model_type {model_type!r}: supported types are"
+            f" {supported_model_types_text()}"
         )
 
 

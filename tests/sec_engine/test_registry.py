@@ -66,3 +66,14 @@ def test_device_selection_never_falls_back_silently(monkeypatch: pytest.MonkeyPa
     assert registry.select_device("cpu").type == "cpu"
     with pytest.raises(SpecError):
         registry.select_device("cuda")
+
+
+def test_config_check_uses_the_engines_supported_types() -> None:
+    """The list the upload API checks too (sec_engine.models.supported)."""
+    from sec_engine.models.supported import SUPPORTED_MODEL_TYPES
+
+    for model_type in SUPPORTED_MODEL_TYPES:
+        registry.check_config({"model_type": model_type})
+    # Known to transformers, but not an encoder the engine can compress.
+    with pytest.raises(ModelLoadError, match="supported types are bert, camembert"):
+        registry.check_config({"model_type": "gpt2"})

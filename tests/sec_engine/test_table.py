@@ -76,3 +76,47 @@ def test_detect_format() -> None:
     assert detect_format("x.jsonl") == "jsonl"
     with pytest.raises(DatasetError, match=r"use \.csv or \.jsonl"):
         detect_format("model.pkl")
+
+
+def test_deeply_nested_jsonl_line_is_refused_with_its_line() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    data = b'{"text": "good", "label": "a"}\n{"text": "x", "label": "b", "x": ' + deep + b"}\n"
+    with pytest.raises(DatasetError) as info:
+        read_table(data, "jsonl")
+    assert "line 2: nested too deeply" in info.value.message
+
+
+def test_an_integer_too_long_to_convert_is_invalid_json_not_a_crash() -> None:
+    data = b'{"text": "good", "label": ' + b"1" * 5000 + b"}\n"
+    with pytest.raises(DatasetError, match="line 1: not valid JSON"):
+        read_table(data, "jsonl")
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "needle"),
+    [
+        (b"text,label\ngood,a\nba\x00d,b\n", "csv", "line 3: column 'text' contains a NUL"),
+        (b"text,text_pair,label\na,b\x00,x\nc,d,y\n", "csv", "line 2: column 'text_pair'"),
+        (b'{"text": "ok", "label": "a\\u0000"}\n', "jsonl", "line 1: column 'label'"),
+        (b'{"text": "ok", "label": "a", "k\\u0000": 1}\n', "jsonl", "column name contains a NUL"),
+    ],
+)
+def test_nul_bytes_are_refused(data: bytes, fmt: str, needle: str) -> None:
+    with pytest.raises(DatasetError) as info:
+        read_table(data, fmt, require_labels=False)  # type: ignore[arg-type]
+    assert needle in info.value.message
+
+
+def test_unknown_columns_are_listed_as_ignored() -> None:
+    table = read_table(b"text,label,source\ngood,a,web\nbad,b,web\n", "csv")
+    assert table.ignored_columns == ["source"]
+    assert table.summary()["ignored_columns"] == ["source"]
+    assert any("ignored" in p and "'source'" in p for p in table.problems)
+    assert read_table(b"text,label\ngood,a\nbad,b\n", "csv").summary()["ignored_columns"] == []
+
+
+def test_the_ignored_columns_list_is_capped() -> None:
+    lines = [f'{{"text": "t{i}", "label": "{i % 2}", "k{i:03d}": 1}}' for i in range(40)]
+    table = read_table("\n".join(lines).encode(), "jsonl")
+    assert len(table.ignored_columns) == 20
+    assert any("40 column(s) ignored" in p and "and 20 more" in p for p in table.problems)
