@@ -3,15 +3,50 @@
 Services raise these; routers never build error responses by hand. `code` is stable and
 machine-readable, `message` is for the user and names the problem (the field, the line, the
 limit), because "bad request" alone helps nobody fix their upload.
+
+Messages quote the ids and names the client sent (`job 'job_…' not found`), so a user sees
+which one was wrong; a hostile client may send 10,000 characters of id. Every quoted value
+in a message is cut to `ECHO_MAX_CHARS` and "…" where the message is made (`AppError`), so
+no call site can forget it.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from typing import Any, ClassVar
 
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ECHO_MAX_CHARS = 64
+
+# A quoted value as `repr` writes it ('...' or "..."), not an apostrophe inside a word.
+_QUOTED = re.compile(r"""(?<!\w)(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
+
+
+def echo(value: str) -> str:
+    """`value` as an error message may show it: at most `ECHO_MAX_CHARS` characters and "…"."""
+    return value if len(value) <= ECHO_MAX_CHARS else value[:ECHO_MAX_CHARS] + "…"
+
+
+def _cut_quoted(match: re.Match[str]) -> str:
+    quoted = match.group(0)
+    if len(quoted) <= ECHO_MAX_CHARS + 2:
+        return quoted
+    try:
+        value = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        value = None
+    if isinstance(value, str):
+        return repr(echo(value))
+    return quoted[: ECHO_MAX_CHARS + 1] + "…" + quoted[0]
+
+
+def cut_echoed_values(message: str) -> str:
+    """`message` with every quoted value longer than `ECHO_MAX_CHARS` cut (see `echo`)."""
+    return _QUOTED.sub(_cut_quoted, message)
 
 
 class AppError(Exception):
@@ -25,6 +60,7 @@ class AppError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = cut_echoed_values(message)
         super().__init__(message)
         self.message = message
         self.error_code = code or self.code

@@ -17,11 +17,14 @@
 The histograms live in the process-wide default registry (one API process per container);
 the scrape-time gauges are built fresh on each scrape from this app's own database and
 broker, so tests that build many apps never share them. The endpoint carries no tenant data
-(only totals); keep it on the internal network, as usual for Prometheus targets.
+(only totals), but it does show traffic and load: with `SEC_METRICS_TOKEN` set it answers only
+`Authorization: Bearer <token>` (Prometheus' `authorization` scrape option), 401 otherwise.
+Unset, it is open to whoever reaches the API port: keep that port on the internal network.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterator
 
@@ -36,6 +39,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db.models import Job, JobStatus
+from app.errors import Unauthorized
 from app.queue import QueueName
 from app.state import AppState, app_state
 
@@ -70,12 +74,26 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    """Prometheus metrics (text exposition format)."""
+    """Prometheus metrics (text exposition format); `Authorization: Bearer <SEC_METRICS_TOKEN>`
+    when the deployment sets one."""
     # `app_state` rather than `StateDep`: app.deps imports the domains, and the deployments
     # service imports this module for INFERENCE_LATENCY.
+    state = app_state(request)
+    _check_token(state, request.headers.get("authorization"))
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(_ScrapeCollector(app_state(request)))
+    scrape.register(_ScrapeCollector(state))
     return Response(render(REGISTRY) + render(scrape), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_token(state: AppState, authorization: str | None) -> None:
+    token = state.settings.metrics_token
+    if token is None:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    # compare_digest: the time taken says nothing about how much of the token matched.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        raise Unauthorized("/metrics needs Authorization: Bearer <the SEC_METRICS_TOKEN>")
 
 
 class _ScrapeCollector(Collector):

@@ -20,6 +20,12 @@ from app.errors import InvalidInput
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
+# The integer cursors (event ids, controller steps: `after`, `after_step`, `trace_after`,
+# `Last-Event-ID`) are compared with 64-bit database integers. A larger one would overflow in
+# the driver (a 500, or a stream that dies after its headers); every route declares this bound
+# instead, so a value past it is a 422 that names the parameter.
+CURSOR_MAX = 2**63 - 1
+
 
 class Keyed(Protocol):
     id: Any

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=120, ge=5)
     job_heartbeat_seconds: int = Field(default=20, ge=1)
     job_hard_limit_minutes: float = Field(default=24 * 60, gt=0)
+    # Whether the workers that run jobs (the `gpu` queue: the name is the engine's queue, not a
+    # promise of hardware) have a CUDA device. False: a job asking for `device: "cuda"` is
+    # refused at submit (422) instead of failing on a worker; `auto` and `cpu` always run.
+    gpu_workers: bool = False
     # A temporary file in the artifact store untouched this long is a dead writer's leftover.
     partial_write_max_age_seconds: float = Field(default=3600.0, gt=0)
     # Redis redelivers an unacknowledged message after this many seconds. Empty = the hard
@@ -87,11 +91,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+    # When set, `GET /metrics` answers only `Authorization: Bearer <token>` (401 otherwise).
+    # Unset (the default), it is open to whoever reaches the API port (app/metrics.py).
+    metrics_token: SecretStr | None = None
 
     # Server-sent events: how often the stream polls the database for new job events.
     sse_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # Largest JSON request body (uploads have their own limits above).
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_token_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        return token if token is not None and token.get_secret_value() else None
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Self:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -113,7 +113,9 @@ class TrainingConfig(StrictModel):
         description="Learning rate of the compressed student; None = learning_rate. A small "
         "student distilled for a few epochs usually wants a larger one than the teacher.",
     )
-    eval_every_steps: int = Field(default=50, ge=1)
+    # An upper bound against hostile values (10^18 was accepted and reached the planner's
+    # arithmetic), far above any useful interval between evaluations.
+    eval_every_steps: int = Field(default=50, ge=1, le=1_000_000)
 
 
 class DataSplit(StrictModel):
@@ -124,7 +126,9 @@ class DataSplit(StrictModel):
 
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.1, ge=0, lt=0.5)
-    max_train_rows: int | None = Field(default=None, ge=10)
+    # Far above any upload the service takes (SEC_MAX_DATASET_ROWS, 500,000 by default);
+    # the bound keeps a hostile 10^18 a 422 instead of a number the engine has to survive.
+    max_train_rows: int | None = Field(default=None, ge=10, le=10_000_000)
 
 
 class AugmentationOperator(StrEnum):
@@ -140,17 +144,34 @@ class AdaConfig(StrictModel):
     """Adaptive data augmentation (paper eq. 1)."""
 
     enabled: bool = True
-    operators: tuple[AugmentationOperator, ...] = (
-        AugmentationOperator.WORDNET_SYNONYM,
-        AugmentationOperator.EMBEDDING_SYNONYM,
-        AugmentationOperator.RANDOM_INSERTION,
-        AugmentationOperator.RANDOM_SWAP,
-        AugmentationOperator.RANDOM_DELETION,
+    # Each operator at most once (ADA's allocation is per operator, a repeat means nothing),
+    # so never more than there are operators: 10,000 repeats are a 422, not 10,000 entries.
+    operators: tuple[AugmentationOperator, ...] = Field(
+        default=(
+            AugmentationOperator.WORDNET_SYNONYM,
+            AugmentationOperator.EMBEDDING_SYNONYM,
+            AugmentationOperator.RANDOM_INSERTION,
+            AugmentationOperator.RANDOM_SWAP,
+            AugmentationOperator.RANDOM_DELETION,
+        ),
+        max_length=len(AugmentationOperator),
     )
     max_augmentations_per_example: int = Field(default=2, ge=0, le=16)
     max_strength: float = Field(
         default=0.3, gt=0, le=1, description="Largest fraction of words an operator may touch."
     )
+
+    @field_validator("operators")
+    @classmethod
+    def _each_operator_once(
+        cls, operators: tuple[AugmentationOperator, ...]
+    ) -> tuple[AugmentationOperator, ...]:
+        seen: set[AugmentationOperator] = set()
+        for op in operators:
+            if op in seen:
+                raise ValueError(f"duplicate operator {op.value!r}: list each operator once")
+            seen.add(op)
+        return operators
 
 
 class AcquisitionStrategy(StrEnum):
@@ -213,8 +234,10 @@ class SqdConfig(StrictModel):
     """Synergistic quantization and distillation (paper eq. 4): L_SQD = L_Q + α L_KD."""
 
     enabled: bool = True
+    # 48: the depth of the deepest common encoder checkpoints (DeBERTa-v2 xxlarge); the SQD
+    # stage refuses more layers than the teacher has, but only on a worker after loading it.
     student_layers: int | None = Field(
-        default=None, ge=1, description="None = half the teacher's layers, rounded up."
+        default=None, ge=1, le=48, description="None = half the teacher's layers, rounded up."
     )
     temperature: float = Field(default=2.0, gt=0, le=20)
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the distillation term.")

@@ -15,19 +15,14 @@ from app.artifacts import repository as artifacts_repo
 from app.artifacts.schemas import ArtifactList, ArtifactOut
 from app.db.models import JobStatus
 from app.deps import JobDep, SessionDep, StateDep, TenantDep, run_and_commit
-from app.errors import InvalidInput
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.schemas import EventPage, JobOut, TracePage, TraceRowOut
 from app.jobs.stream import job_event_stream
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.pagination import CURSOR_MAX, DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
 from app.state import app_state
 from sec_engine.spec import JobSpec
-
-# Cursors are row ids and steps: a database integer (64-bit) bounds them; a larger one is a
-# 422, not an overflow in the driver.
-CURSOR_MAX = 2**63 - 1
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -129,7 +124,17 @@ async def stream_events(
     job: JobDep,
     state: StateDep,
     after: Annotated[int | None, Query(ge=0, le=CURSOR_MAX)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    # Checked here, with the parameters, rather than in the body: this route's body runs
+    # once the response has started, where an error can no longer be a 422.
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=CURSOR_MAX,
+            description="Resume after this event id (what a browser's EventSource sends)",
+        ),
+    ] = None,
     live: Annotated[
         bool, Query(description="Also send `status` and `trace` (controller step) events")
     ] = False,
@@ -139,15 +144,7 @@ async def stream_events(
     ] = -1,
 ) -> AsyncIterator[ServerSentEvent]:
     """Job events as server-sent events; ends with an `end` event when the job is done."""
-    start = after or 0
-    if last_event_id:
-        try:
-            resumed = int(last_event_id)
-        except ValueError as exc:
-            raise InvalidInput("Last-Event-ID must be an event id (an integer)") from exc
-        if not 0 <= resumed <= CURSOR_MAX:
-            raise InvalidInput(f"Last-Event-ID must be an event id from 0 to {CURSOR_MAX}")
-        start = max(start, resumed)
+    start = max(after or 0, last_event_id or 0)
     async for event in job_event_stream(
         state.sessionmaker,
         job.id,

@@ -50,6 +50,7 @@ def submit_job(
     checks, the job and its first event follow in the same transaction (one commit). The
     tenant's row lock serialises the cap check and the insert across API replicas."""
     settings = state.settings
+    _check_device(settings, spec)
     now = utcnow()
     values = _new_job(settings, tenant_id, spec, now)
     body = JobOut.for_new_job(values).model_dump(mode="json")
@@ -104,6 +105,17 @@ def _new_job(settings: Settings, tenant_id: str, spec: JobSpec, now: datetime) -
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _check_device(settings: Settings, spec: JobSpec) -> None:
+    """A CUDA job only where the workers have a GPU: refused now, not failed on a worker
+    (or queued forever) later."""
+    if spec.device == "cuda" and not settings.gpu_workers:
+        raise InvalidInput(
+            'device: "cuda" needs a GPU worker and this deployment has none'
+            ' (SEC_GPU_WORKERS is off); use "auto" or "cpu"',
+            code="no_gpu_workers",
+        )
 
 
 def _check_references(session: Session, tenant_id: str, spec: JobSpec) -> None:

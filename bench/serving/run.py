@@ -300,8 +300,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(f"deployments: {deployed}", flush=True)
         results: list[dict[str, Any]] = []
-        for name, deployment in deployments.items():
-            for n in clients:
+        # Client count outside, deployment inside: the batched / one-at-a-time pair at each
+        # concurrency runs back to back, so drift over the run (warm caches, the box's other
+        # work) does not land on one side of the ratio issue 13 judges.
+        for n in clients:
+            for name, deployment in deployments.items():
                 row = run_scenario(
                     base=base,
                     api_key=registered.api_key,
@@ -325,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
                     f" rest {cpu['rest_ms']:.3f})  non-2xx={row['non_2xx']}",
                     flush=True,
                 )
+        order = list(deployments)
+        results.sort(key=lambda r: (order.index(r["deployment"]), r["clients"]))
         suffix = ".quick" if args.quick else ""
         write_reports(
             args.out,
