@@ -36,12 +36,15 @@ class LogCallbacks:
         self.start = time.monotonic()
         self.last_progress = -1.0
         self.phase_started: dict[str, float] = {}
+        self.teacher_resumed = False  # the job restored its teacher from a checkpoint
 
     def _log(self, text: str) -> None:
         if self.verbose:
             print(f"[{self.tag} {time.monotonic() - self.start:7.1f}s] {text}", file=sys.stderr)
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        if kind == "teacher.done" and data is not None and data.get("resumed"):
+            self.teacher_resumed = True
         self._log(f"{kind}: {message}")
 
     def trace(self, row: TraceRow) -> None:

@@ -215,6 +215,7 @@ def summarise(
     command: str,
     load: dict[str, Any],
     bench_seconds: float,
+    teacher_restored: bool = False,
 ) -> dict[str, Any]:
     t = ref.measured
     c = manifest["compressed"]
@@ -241,8 +242,13 @@ def summarise(
         },
         "sec_wall_minutes": {
             "value": round(wall / 60, 2),
-            "target": "about 30 or less",
-            "met": wall <= WALL_MINUTES * 60 * WALL_TOLERANCE,
+            "target": "about 30 or less"
+            + (
+                " (teacher phase restored from a checkpoint: not the whole job)"
+                if teacher_restored
+                else ""
+            ),
+            "met": wall <= WALL_MINUTES * 60 * WALL_TOLERANCE and not teacher_restored,
         },
     }
     return {
@@ -269,6 +275,7 @@ def summarise(
             "labels_used": manifest["labels_used"],
             "labels_available": manifest["labels_available"],
             "wall_seconds": wall,
+            "teacher_restored": teacher_restored,
             "techniques": manifest["techniques"],
             "ratios_vs_own_teacher": manifest["ratios"],
             "targets_met_in_manifest": manifest["targets_met"],
@@ -356,10 +363,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     parser.add_argument("--quick", action="store_true", help="small data, short budget")
     parser.add_argument("--out", type=Path, default=None, help="SEC artifact directory")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="the SEC job's teacher-phase checkpoint: saved there, and restored on a rerun of "
+        "a spec that differs only on the compression side (the job's wall time then leaves "
+        "the teacher phase out; the result says so)",
+    )
     args = parser.parse_args(argv)
     command = "python -m bench.engine_target" + (" --quick" if args.quick else "")
     if args.spec.resolve() != DEFAULT_SPEC.resolve():
         command += f" --spec {args.spec}"
+    if args.checkpoint_dir is not None:
+        command += f" --checkpoint-dir {args.checkpoint_dir}"
     torch.set_num_threads(THREADS)
     np.set_printoptions(precision=4)
     bench_start = time.monotonic()
@@ -370,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or (RUN_DIR.with_name(RUN_DIR.name + "_quick") if args.quick else RUN_DIR)
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="sec-bench-") as tmp:
         ref = train_reference(spec, inputs, Path(tmp))
-        result = run_job(spec, inputs, out_dir, LogCallbacks("sec"))
+        log = LogCallbacks("sec")
+        result = run_job(spec, inputs, out_dir, log, checkpoint_dir=args.checkpoint_dir)
         manifest = result.manifest
         chosen = manifest["compressed"]["runtime_choice"]["chosen"]
         h2h = head_to_head(ref, spec, out_dir, chosen)
@@ -383,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         load=load.summary(),
         bench_seconds=time.monotonic() - bench_start,
+        teacher_restored=log.teacher_resumed,
     )
     suffix = ".quick" if args.quick else ""
     # Another spec's results never overwrite the default's.

@@ -81,11 +81,14 @@ def calibrate(
     batch_size: int,
     pad: int,
     device: torch.device,
+    hidden_states: bool = False,
 ) -> Throughput:
     """Seconds per teacher training step, per compression step and per row scored.
 
     `make_student(copy_of_teacher)` builds the compression student (None: the student is a
     copy of the teacher). `features` are training rows: steps are timed on their lengths.
+    `hidden_states`: the compression loop distils hidden states (the student returns them and
+    a loss is taken on each), so its step is timed that way.
     """
     started = time.monotonic()
     clock = _clock(device)
@@ -93,12 +96,27 @@ def calibrate(
     labels = torch.zeros(batch_size, dtype=torch.long, device=device)
     rng_state = torch.get_rng_state()
 
-    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], None]:
+    def train_step(
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        hidden: bool = False,
+        soft: bool = False,
+    ) -> Callable[[Batch], None]:
+        """One optimizer step as the loops take it: cross-entropy, plus (compression loop)
+        a loss on every hidden state and a second, soft-labelled batch through the student."""
+
         def step(b: Batch) -> None:
-            logits, _ = forward(model, b.inputs, device)
+            logits, states = forward(model, b.inputs, device, hidden_states=hidden)
             loss = F.cross_entropy(logits, labels[: len(b.index)])
+            if states is not None:
+                loss = loss + sum(h.pow(2).mean() for h in states)
+            if soft:
+                soft_logits, _ = forward(model, b.inputs, device)
+                loss = loss - F.log_softmax(soft_logits, dim=-1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 
         return step
@@ -113,13 +131,15 @@ def calibrate(
         teacher_row = _time(lambda b: forward(work, b.inputs, device), rows, clock) / INFER_ROWS
 
         def teacher_hidden(b: Batch) -> None:
-            forward(work, b.inputs, device, hidden_states=True)
+            forward(work, b.inputs, device, hidden_states=hidden_states)
 
         teacher_fwd = _time(teacher_hidden, batches, clock)
     student = make_student(copy.deepcopy(teacher)) if make_student else copy.deepcopy(teacher)
     student.to(device).train()
-    student_train = _time(
-        train_step(student, torch.optim.AdamW(student.parameters(), lr=1e-9)), batches, clock
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-9)
+    student_train = _time(train_step(student, optimizer, hidden=hidden_states), batches, clock)
+    with_soft = _time(
+        train_step(student, optimizer, hidden=hidden_states, soft=True), batches, clock
     )
     student.eval()
     with torch.no_grad():
@@ -128,8 +148,10 @@ def calibrate(
     return Throughput(
         teacher_step_s=teacher_step,
         teacher_infer_row_s=teacher_row,
-        student_step_s=student_train + teacher_fwd,
+        student_step_s=student_train,
         student_infer_row_s=student_row,
+        soft_batch_s=max(0.0, with_soft - student_train),
+        teacher_forward_s=teacher_fwd,
         calibration_s=time.monotonic() - started,
         how=_how(device),
     )

@@ -297,6 +297,7 @@ def plan_job(
             batch_size=state.spec.training.batch_size,
             pad=state.pad_id,
             device=state.device,
+            hidden_states=any(s.wants_hidden_states for s in stages),
         )
     data = state.data
     sizes = Sizes(
