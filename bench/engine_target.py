@@ -46,6 +46,7 @@ from bench.common import (
     machine_info,
     split_digest,
 )
+from sec_engine.artifact_contract import HF_DIR, ONNX_INT8
 from sec_engine.callbacks import Phase
 from sec_engine.cli import load_spec
 from sec_engine.data.encoding import fixed_length_batch
@@ -53,7 +54,7 @@ from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
 from sec_engine.data.rotten_tomatoes import write_csv
 from sec_engine.data.splits import DataBundle
 from sec_engine.evaluation.latency import Latency, time_onnx, time_torch
-from sec_engine.export.artifact import HF_DIR, ONNX_INT8, Measured, measure_teacher
+from sec_engine.export.artifact import Measured, measure_teacher
 from sec_engine.export.hf_export import save_hf_model
 from sec_engine.export.onnx_export import export_onnx
 from sec_engine.export.torch_int8 import quantize_torch_int8

@@ -59,11 +59,11 @@ from bench.measure import (
 from bench.tables import SCHEMA_VERSION, Row
 from bench.variants import from_teacher, variant
 from bench.waterfall import section_waterfall
+from sec_engine.artifact_contract import HF_DIR, ONNX_INT8
 from sec_engine.cli import load_spec
 from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
 from sec_engine.data.rotten_tomatoes import write_csv
 from sec_engine.data.splits import DataBundle, load_data
-from sec_engine.export.artifact import HF_DIR, ONNX_INT8
 from sec_engine.pipeline import run_job, seed_everything
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec

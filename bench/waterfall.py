@@ -37,7 +37,7 @@ from bench.measure import (
 )
 from bench.tables import Row
 from bench.variants import from_teacher, variant
-from sec_engine.export.artifact import HF_DIR, ONNX_INT8
+from sec_engine.artifact_contract import HF_DIR, ONNX_INT8
 
 if TYPE_CHECKING:
     from bench.suite import Context, JobRun

@@ -56,8 +56,8 @@ from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
+from sec_engine.artifact_contract.files import sha256_file
 from sec_engine.callbacks import Phase, TraceRow
-from sec_engine.export.manifest import sha256_file
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 from sec_engine.stages.base import EngineState, SoftSet, Stage

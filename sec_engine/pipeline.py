@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from sec_engine import checkpoint
+from sec_engine.artifact_contract import position_limit, write_manifest
 from sec_engine.calibration import calibrate
 from sec_engine.callbacks import EngineCallbacks, NullCallbacks, Phase
 from sec_engine.data.encoding import encode, pad_id
@@ -59,12 +60,7 @@ from sec_engine.export.artifact import (
     measure_setup,
     measure_teacher,
 )
-from sec_engine.export.manifest import (
-    MANIFEST_NAME,
-    artifact_files,
-    library_versions,
-    write_json_atomic,
-)
+from sec_engine.export.manifest import MANIFEST_NAME, library_versions
 from sec_engine.models.registry import load_model, select_device
 from sec_engine.planning import Plan, Sizes, Throughput, make_plan, planned_spec
 from sec_engine.reporting import EVENTS_NAME, TRACE_NAME, Reporter
@@ -391,10 +387,11 @@ class PhaseTimer:
 
 
 def _position_limit(model: nn.Module) -> int:
-    positions = int(getattr(model.config, "max_position_embeddings", 512))
-    # RoBERTa-style models offset positions by the padding index (+2); stay clear of the edge.
-    offset = 2 if getattr(model.config, "model_type", "") in {"roberta", "mpnet"} else 0
-    return positions - offset
+    # The rule the server truncates requests with (sec_engine.artifact_contract.positions);
+    # 512 only for a config that states no position count (no supported family lacks one).
+    config = getattr(model, "config", None)
+    limit = None if config is None else position_limit(config.to_dict())
+    return 512 if limit is None else limit
 
 
 def _max_len(spec: JobSpec, model: nn.Module) -> int:
@@ -602,8 +599,5 @@ def _manifest(
 
 
 def _finish(out_dir: Path, manifest: dict[str, Any]) -> list[ArtifactFile]:
-    files = artifact_files(out_dir)
-    manifest["sha256"] = {f.path: f.sha256 for f in files}
-    manifest["file_sizes"] = {f.path: f.size_bytes for f in files}
-    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
-    return files
+    # Validated as the contract's Manifest, checksums added to `manifest` and to the file.
+    return write_manifest(out_dir, manifest)

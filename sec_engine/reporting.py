@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# Re-exported: the pipeline names these files in the manifest from here.
+from sec_engine.artifact_contract.layout import EVENTS_NAME as EVENTS_NAME
+from sec_engine.artifact_contract.layout import TRACE_NAME as TRACE_NAME
 from sec_engine.callbacks import EngineCallbacks, Phase, TraceRow
 from sec_engine.errors import JobCancelled
 
@@ -22,9 +25,6 @@ _PHASE_SPANS: dict[Phase, tuple[float, float]] = {
     Phase.EVALUATING: (0.85, 0.95),
     Phase.EXPORTING: (0.95, 1.0),
 }
-
-TRACE_NAME = "trace.jsonl"
-EVENTS_NAME = "events.jsonl"
 
 
 class Reporter:

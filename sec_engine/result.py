@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Re-exported: an EngineResult lists its files as the contract describes them.
+from sec_engine.artifact_contract.files import ArtifactFile as ArtifactFile
+
 
 @dataclass(frozen=True)
 class ResolvedInputs:
@@ -19,13 +22,6 @@ class ResolvedInputs:
     train_path: Path
     validation_path: Path | None = None
     unlabelled_path: Path | None = None
-
-
-@dataclass(frozen=True)
-class ArtifactFile:
-    path: str  # relative to the output directory, with forward slashes
-    size_bytes: int
-    sha256: str
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,13 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, ArtifactStatus, Job, JobStatus, new_id, utcnow
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
+from sec_engine.artifact_contract.files import describe_files
 from sec_engine.callbacks import EngineCallbacks, Phase
 from sec_engine.errors import EngineError, JobCancelled, SpecError
 from sec_engine.result import EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
 from workers import job_state
-from workers.archive import describe_files, make_archive
+from workers.archive import make_archive
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
 from workers.heartbeat import Heartbeat

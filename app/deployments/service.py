@@ -193,12 +193,11 @@ class DbDeploymentSource:
             config = deployment.config or {}
             return LoadSpec(
                 deployment_id=deployment.id,
-                artifact=ArtifactRef(
+                artifact=ArtifactRef.from_record(
                     artifact_id=artifact.id,
                     storage_key=artifact.storage_key,
                     sha256=artifact.sha256 or "",
-                    manifest=dict(artifact.manifest or {}),
-                    files=tuple(f for f in artifact.files or [] if isinstance(f, dict)),
+                    manifest=artifact.manifest or {},
                 ),
                 max_batch_size=int(
                     config.get("max_batch_size", self.settings.inference_max_batch_size)

@@ -2,9 +2,12 @@
 
 Order matters, and is the point of this module: nothing is loaded from an archive before
 (1) the archive's sha256 matches the one recorded when the worker stored it, and (2) every
-extracted file's sha256 matches the manifest. Extraction goes through the same hardened
-extractor as model uploads (no absolute paths, `..`, links, device files; entry and ratio
-caps), into a temporary folder that is renamed into place only once everything checked out.
+extracted file's sha256 matches the recorded manifest's `sha256` table (the one place an
+artifact's file hashes are kept). Files are listed by the artifact contract's walker, the one
+the engine hashed them with and the worker archived them with. Extraction goes through the
+same hardened extractor as model uploads (no absolute paths, `..`, links, device files; entry
+and ratio caps), into a temporary folder that is renamed into place only once everything
+checked out.
 
 Extracted artifacts are cached per archive sha256 under `settings.serving_dir`, so a second
 deployment of the same artifact (or a reload after LRU eviction) skips the extraction; the
@@ -17,22 +20,28 @@ An archive without the top folder (manifest.json at the root) is accepted too.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 from app.models.archive import ArchiveError, Limits, extract_archive, remove_tree
 from app.serving.errors import ModelLoadError
 from app.storage import ArtifactStore
-from sec_engine.export.manifest import sha256_file
+from sec_engine.artifact_contract import (
+    MANIFEST_NAME,
+    ArtifactLayoutError,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+    read_manifest,
+    sha256_file,
+    walk_files,
+)
 
-MANIFEST = "manifest.json"
 _VERIFIED_MARKER = ".sec-verified"
 
 
@@ -43,24 +52,18 @@ class ArtifactRef:
     artifact_id: str
     storage_key: str
     sha256: str
-    manifest: Mapping[str, Any] = field(default_factory=dict)
-    files: tuple[Mapping[str, Any], ...] = ()
+    manifest: Manifest = field(default_factory=Manifest)
 
-    def recorded_hashes(self) -> dict[str, str]:
-        """path -> sha256 from the record: the manifest's `sha256` map, plus `files` entries."""
-        hashes: dict[str, str] = {}
-        table = self.manifest.get("sha256")
-        if isinstance(table, Mapping):
-            hashes.update({str(k): str(v) for k, v in table.items()})
-        for entry in self.files:
-            path, digest = entry.get("path"), entry.get("sha256")
-            if not isinstance(path, str) or not isinstance(digest, str):
-                continue
-            if hashes.setdefault(path, digest) != digest:
-                raise ModelLoadError(
-                    f"artifact {self.artifact_id}: the record lists two different sha256 for {path}"
-                )
-        return hashes
+    @classmethod
+    def from_record(
+        cls, artifact_id: str, storage_key: str, sha256: str, manifest: object
+    ) -> ArtifactRef:
+        """The record's manifest validated by the artifact contract, or ModelLoadError."""
+        try:
+            parsed = parse_manifest(manifest)
+        except ManifestError as exc:
+            raise ModelLoadError(f"artifact {artifact_id}: invalid manifest: {exc}") from exc
+        return cls(artifact_id, storage_key, sha256, parsed)
 
 
 def prepare_artifact(
@@ -73,12 +76,12 @@ def prepare_artifact(
     if not ref.sha256:
         raise ModelLoadError(f"artifact {ref.artifact_id} has no recorded sha256; refusing it")
     final = root / "artifacts" / ref.sha256
-    recorded = ref.recorded_hashes()
+    recorded = ref.manifest.sha256
     if not (recorded and (final / _VERIFIED_MARKER).is_file()):
         # Without file hashes in the record, only the archive hash vouches for the files,
         # so a cached copy cannot be re-checked: extract afresh from the verified archive.
         _extract_verified(ref, store, root, final, limits=(max_entries, max_ratio))
-    verify_files(final, recorded or _manifest_hashes(final), artifact_id=ref.artifact_id)
+    verify_files(final, recorded or _archive_hashes(final, ref.artifact_id), ref.artifact_id)
     return final
 
 
@@ -107,7 +110,9 @@ def _extract_verified(
         except ArchiveError as exc:
             raise ModelLoadError(f"artifact {ref.artifact_id}: unsafe archive: {exc}") from exc
         top = _artifact_root(extracted, ref.artifact_id)
-        verify_files(top, ref.recorded_hashes() or _manifest_hashes(top), ref.artifact_id)
+        verify_files(
+            top, ref.manifest.sha256 or _archive_hashes(top, ref.artifact_id), ref.artifact_id
+        )
         (top / _VERIFIED_MARKER).write_text(ref.sha256 + "\n")
         final.parent.mkdir(parents=True, exist_ok=True)
         staged = final.parent / f".{final.name}.{uuid.uuid4().hex}"
@@ -141,23 +146,24 @@ def _local_archive(ref: ArtifactRef, store: ArtifactStore, work: Path) -> Path:
 
 
 def _artifact_root(extracted: Path, artifact_id: str) -> Path:
-    if (extracted / MANIFEST).is_file():
+    if (extracted / MANIFEST_NAME).is_file():
         return extracted
     children = list(extracted.iterdir())
-    if len(children) == 1 and (children[0] / MANIFEST).is_file():
+    if len(children) == 1 and (children[0] / MANIFEST_NAME).is_file():
         return children[0]
-    raise ModelLoadError(f"artifact {artifact_id}: the archive has no {MANIFEST}")
+    raise ModelLoadError(f"artifact {artifact_id}: the archive has no {MANIFEST_NAME}")
 
 
-def _manifest_hashes(top: Path) -> dict[str, str]:
+def _archive_hashes(top: Path, artifact_id: str) -> dict[str, str]:
+    """The archive's own manifest's hashes, for a record that holds none (the archive's hash,
+    checked against the record, vouches for them)."""
     try:
-        manifest = json.loads((top / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {MANIFEST}: {exc}") from exc
-    table = manifest.get("sha256") if isinstance(manifest, dict) else None
-    if not isinstance(table, dict) or not table:
-        raise ModelLoadError(f"{MANIFEST} lists no sha256 for the artifact's files")
-    return {str(k): str(v) for k, v in table.items()}
+        table = read_manifest(top).sha256
+    except ManifestError as exc:
+        raise ModelLoadError(f"artifact {artifact_id}: {exc}") from exc
+    if not table:
+        raise ModelLoadError(f"{MANIFEST_NAME} lists no sha256 for the artifact's files")
+    return table
 
 
 def verify_files(top: Path, expected: Mapping[str, str], artifact_id: str) -> None:
@@ -167,21 +173,21 @@ def verify_files(top: Path, expected: Mapping[str, str], artifact_id: str) -> No
     """
     if not expected:
         raise ModelLoadError(f"artifact {artifact_id}: no sha256 recorded for its files")
+    try:
+        names = walk_files(top)
+    except ArtifactLayoutError as exc:
+        raise ModelLoadError(f"artifact {artifact_id}: {exc}") from exc
     present: set[str] = set()
-    for path in sorted(top.rglob("*")):
-        rel = PurePosixPath(path.relative_to(top).as_posix())
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise ModelLoadError(f"artifact {artifact_id}: {rel} is not a regular file")
-        if path.is_dir() or rel.as_posix() == _VERIFIED_MARKER:
+    for name in names:
+        if name == _VERIFIED_MARKER:
             continue
-        name = rel.as_posix()
         present.add(name)
         want = expected.get(name)
         if want is None:
-            if name == MANIFEST:
+            if name == MANIFEST_NAME:
                 continue
             raise ModelLoadError(f"artifact {artifact_id}: {name} is not listed in the manifest")
-        got = sha256_file(path)
+        got = sha256_file(top / name)
         if got != want:
             raise ModelLoadError(
                 f"artifact {artifact_id}: sha256 mismatch for {name} (manifest {want}, file"

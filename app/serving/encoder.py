@@ -20,13 +20,11 @@ import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
 from app.serving.errors import ModelLoadError
+from sec_engine.artifact_contract import position_limit
 
 # A text, or a (text, text_pair) for sentence-pair tasks.
 TextInput = str | tuple[str, str]
 
-# Position embeddings of these families start after the padding index, so they hold
-# `max_position_embeddings - pad_token_id - 1` real positions (514 -> 512 for RoBERTa).
-_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "mpnet", "longformer"})
 # transformers' "no limit" sentinel for model_max_length is int(1e30).
 _NO_LIMIT = 1_000_000
 
@@ -45,16 +43,13 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def max_length_for(config: Mapping[str, Any], tokenizer_config: Mapping[str, Any]) -> int:
     """The longest sequence the model accepts: the tokenizer's model_max_length, bounded by
-    the position embeddings of the model."""
+    the position embeddings of the model (the engine's rule, from the artifact contract)."""
     limits: list[int] = []
     declared = tokenizer_config.get("model_max_length")
     if isinstance(declared, int | float) and 0 < declared < _NO_LIMIT:
         limits.append(int(declared))
-    positions = config.get("max_position_embeddings")
-    if isinstance(positions, int) and positions > 0:
-        if config.get("model_type") in _OFFSET_POSITIONS:
-            pad = config.get("pad_token_id")
-            positions -= (pad if isinstance(pad, int) else 1) + 1
+    positions = position_limit(config)
+    if positions is not None:
         limits.append(positions)
     if not limits:
         raise ModelLoadError("cannot tell the model's maximum sequence length from its config")

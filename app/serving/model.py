@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,8 @@ import numpy.typing as npt
 
 from app.serving.encoder import TextEncoder, TextInput, read_json
 from app.serving.errors import ModelLoadError
-from sec_engine.runtime.ort import cpu_session
+from sec_engine.artifact_contract import Manifest, cpu_session
 
-DEFAULT_ONNX = "model.int8.onnx"
-DEFAULT_MODEL_DIR = "model"
 _KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # ORT's own heap and per-run buffers on top of the weights, for the cache's memory estimate.
 RUNTIME_OVERHEAD_BYTES = 32 * 1024 * 1024
@@ -38,20 +36,10 @@ class Prediction:
     probabilities: dict[str, float]
 
 
-def _relative(manifest_files: Mapping[str, Any], key: str, default: str) -> str:
-    value = manifest_files.get(key)
-    name = value if isinstance(value, str) and value else default
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
-        raise ModelLoadError(f"manifest files.{key} must be a relative path, got {name!r}")
-    return path.as_posix()
-
-
-def resolve_labels(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+def resolve_labels(labels: Sequence[str] | None, config: Mapping[str, Any]) -> list[str]:
     """The class names in logit order: the manifest's `labels`, else config.json's id2label."""
-    labels = manifest.get("labels")
-    if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels):
-        return [str(x) for x in labels]
+    if labels:
+        return list(labels)
     id2label = config.get("id2label")
     if isinstance(id2label, Mapping) and id2label:
         try:
@@ -148,24 +136,21 @@ class LoadedModel:
 
 def load_model(
     artifact_dir: Path,
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     *,
     threads: int,
     max_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> LoadedModel:
     """Open the artifact's ONNX model and tokenizer and run one dummy batch through them."""
-    files = manifest.get("files")
-    files = files if isinstance(files, Mapping) else {}
-    # `onnx_int8` is the engine's key; `onnx` lets an fp32 model (the bench's teacher) be
-    # served from an artifact of the same layout.
-    onnx_name = _relative(files, "onnx_int8" if files.get("onnx_int8") else "onnx", DEFAULT_ONNX)
-    model_dir = artifact_dir / _relative(files, "tokenizer", DEFAULT_MODEL_DIR)
+    # The contract validated both paths as relative ones inside the artifact.
+    onnx_name = manifest.serving_onnx
+    model_dir = artifact_dir / manifest.tokenizer_dir
     onnx_path = artifact_dir / onnx_name
     if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
         raise ModelLoadError(f"the artifact has no ONNX model at {onnx_name}")
 
     try:
-        # The engine's own latency measurement builds its sessions the same way.
+        # The same session options as the engine's latency measurement (artifact contract).
         session = cpu_session(onnx_path, threads)
     except Exception as exc:  # ORT raises its own exception types for bad graphs
         raise ModelLoadError(f"ONNX Runtime cannot load {onnx_name}: {exc}") from exc
@@ -181,7 +166,7 @@ def load_model(
         raise ModelLoadError(f"{onnx_name} has no 'logits' output")
 
     encoder = TextEncoder.from_dir(model_dir, input_names)
-    labels = resolve_labels(manifest, read_json(model_dir / "config.json"))
+    labels = resolve_labels(manifest.labels, read_json(model_dir / "config.json"))
     tokenizer_bytes = (model_dir / "tokenizer.json").stat().st_size
     nbytes = onnx_path.stat().st_size + tokenizer_bytes + RUNTIME_OVERHEAD_BYTES
     model = LoadedModel(session, encoder, labels, nbytes, max_tokens=max_tokens)

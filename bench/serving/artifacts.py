@@ -1,8 +1,8 @@
 """Building servable artifacts outside the job pipeline (torch-side; never imported by the API).
 
-The layout is the engine's (sec_engine/export/artifact.py) and the archive is the worker's
-(workers/archive.py), so what the bench and the serving tests deploy is exactly what a job
-produces:
+The layout and the manifest are the artifact contract's (sec_engine/artifact_contract/) and
+the archive is the worker's (workers/archive.py), so what the bench and the serving tests deploy
+is laid out, checksummed and packed exactly as what a job produces:
 
     model/              HF-format model + tokenizer (save_pretrained: config.json,
                         model.safetensors, tokenizer.json, tokenizer_config.json)
@@ -14,7 +14,6 @@ produces:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -23,7 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.archive import describe_files, make_archive
+from sec_engine.artifact_contract import (
+    HF_DIR,
+    ONNX_FP32,
+    ONNX_INT8,
+    describe_files,
+    write_manifest,
+)
+from workers.archive import make_archive
 
 OPSET = 17
 
@@ -87,25 +93,21 @@ def write_artifact_dir(
 ) -> dict[str, Any]:
     """Write the artifact directory and its manifest; return the manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir / "model")
-    tokenizer.save_pretrained(out_dir / "model")
-    onnx_name = "model.int8.onnx" if int8 else "model.onnx"
+    model.save_pretrained(out_dir / HF_DIR)
+    tokenizer.save_pretrained(out_dir / HF_DIR)
+    onnx_name = ONNX_INT8 if int8 else ONNX_FP32
     export_onnx(model, tokenizer, out_dir / onnx_name, int8=int8)
     id2label = model.config.id2label
-    files = describe_files(out_dir)
     manifest: dict[str, Any] = {
-        "format_version": 1,
         "labels": [id2label[i] for i in range(len(id2label))],
         "files": {
-            "hf_model": "model/",
-            "tokenizer": "model/",
+            "hf_model": f"{HF_DIR}/",
+            "tokenizer": f"{HF_DIR}/",
             ("onnx_int8" if int8 else "onnx"): onnx_name,
         },
         **(extra or {}),
-        "sha256": {f.path: f.sha256 for f in files},
-        "file_sizes": {f.path: f.size_bytes for f in files},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out_dir, manifest)  # adds format_version and the checksums
     return manifest
 
 

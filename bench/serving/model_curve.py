@@ -1,9 +1,10 @@
 """The model alone, in-process: what each input costs by batch size, with no HTTP and no queue.
 
 Through the serving engine's own code (`app.serving.model.load_model`: the same ONNX Runtime
-session options as the endpoint and the engine's latency measurement, sec_engine/runtime/ort.py,
-and the same thread count), on the same real texts the load generator sends, each batch cut into
-model calls the way the server cuts it. Per batch size:
+session options as the endpoint and the engine's latency measurement,
+sec_engine/artifact_contract/onnx_runtime.py, and the same thread count), on the same real
+texts the load generator sends, each batch cut into model calls the way the server cuts it.
+Per batch size:
 
 - `cpu_ms_per_input`: CPU time (every thread of this process: ONNX Runtime's intra-op threads
   included) of the ONNX Runtime calls alone: the model's own cost;
@@ -43,12 +44,13 @@ def measure_model(
     rounds: int = 3,
 ) -> ModelCurve:
     from app.serving.model import load_model, plan_batches
+    from sec_engine.artifact_contract import parse_manifest
 
     work.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(work, filter="data")
     (top,) = [p for p in work.iterdir() if p.is_dir()]
-    model = load_model(top, manifest, threads=threads)
+    model = load_model(top, parse_manifest(manifest), threads=threads)
     points = []
     for size in sizes:
         batches = _chunks(texts, size)

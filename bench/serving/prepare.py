@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.storage import store_from_settings
 from app.tenants.service import create_api_key, create_tenant
 from bench.serving.artifacts import pack, write_artifact_dir
-from workers.archive import sha256_file
+from sec_engine.artifact_contract import sha256_file
 
 LABELS = ["neg", "pos"]
 

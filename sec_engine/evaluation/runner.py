@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from sec_engine.artifact_contract.onnx_runtime import cpu_session
 from sec_engine.data.encoding import Features, iter_batches
-from sec_engine.evaluation.latency import onnx_feed, onnx_session
+from sec_engine.evaluation.latency import onnx_feed
 from sec_engine.evaluation.metrics import classification_metrics
 from sec_engine.training import predict_logits
 
@@ -22,7 +23,7 @@ from sec_engine.training import predict_logits
 def onnx_logits(
     path: Path, features: Sequence[Features], batch_size: int, pad: int, threads: int
 ) -> np.ndarray:
-    session = onnx_session(path, threads)
+    session = cpu_session(path, threads)
     out: np.ndarray | None = None
     for batch in iter_batches(features, batch_size, pad, by_length=True):
         logits = np.asarray(session.run(["logits"], onnx_feed(session, batch.inputs))[0])

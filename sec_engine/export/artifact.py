@@ -1,12 +1,9 @@
 """Writing the deliverable files and measuring teacher and compressed model side by side.
 
-Layout of an artifact directory (the same for the CLI and the service):
-
-    model/              HF-format compressed model: config.json, model.safetensors, tokenizer
-    model.int8.onnx     int8 ONNX Runtime model: carries the pruned structure (docs/DESIGN_NOTES.md, library constraints)
-    trace.jsonl         one Synergy Controller decision per line
-    events.jsonl        the engine's milestones
-    manifest.json       spec, metrics, targets met, which file holds what, sha256 of every file
+The layout of an artifact directory (the same for the CLI and the service) is the contract's
+(`sec_engine.artifact_contract.layout`): model/ holds the HF-format compressed model, and
+model.int8.onnx the int8 ONNX Runtime graph, which carries the pruned structure
+(docs/DESIGN_NOTES.md, library constraints). The pipeline writes manifest.json last.
 
 The teacher is measured from scratch copies (its fp32 safetensors size, its fp32 latency in
 torch and ONNX Runtime, taking the faster as the reference) that are not part of the artifact.
@@ -22,6 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+# Used here, and imported from here by the pipeline (hence `as`: an explicit re-export).
+from sec_engine.artifact_contract.layout import HF_DIR as HF_DIR
+from sec_engine.artifact_contract.layout import ONNX_INT8 as ONNX_INT8
 from sec_engine.data.encoding import fixed_length_batch, model_input_names
 from sec_engine.evaluation.latency import Latency, time_onnx, time_torch
 from sec_engine.evaluation.runner import metrics_onnx, metrics_torch
@@ -31,8 +31,6 @@ from sec_engine.export.onnx_export import export_onnx, quantize_onnx_int8
 from sec_engine.export.torch_int8 import quantize_torch_int8
 from sec_engine.spec import QuantRuntime
 
-HF_DIR = "model"
-ONNX_INT8 = "model.int8.onnx"
 AUTO_TORCH_MARGIN = 0.10  # runtime "auto" picks torch int8 only when it is this much faster
 
 

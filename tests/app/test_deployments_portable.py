@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
+from sec_engine.artifact_contract import MANIFEST_NAME, describe_files, read_manifest
 from tests.app.conftest import TenantKey
 from tests.app.deploy_util import deploy, predict, wait_settled
 from tests.serving.tiny_artifact import (
@@ -64,11 +65,11 @@ CLEAN_SCRIPT = textwrap.dedent(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    root = Path(sys.argv[1])
-    inputs = json.loads(Path(sys.argv[2]).read_text())
-    tokenizer = AutoTokenizer.from_pretrained(root / "model")
-    model = AutoModelForSequenceClassification.from_pretrained(root / "model").eval()
-    session = ort.InferenceSession(str(root / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    model_dir, onnx_path = Path(sys.argv[1]), Path(sys.argv[2])
+    inputs = json.loads(Path(sys.argv[3]).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
@@ -119,6 +120,12 @@ def test_downloaded_artifact_reproduces_the_endpoint_without_our_code(
     with tarfile.open(fileobj=io.BytesIO(download.content), mode="r:gz") as tar:
         tar.extractall(unpacked, filter="data")
     (top,) = list(unpacked.iterdir())
+    # Read as the artifact contract defines it: the download holds exactly the files its
+    # manifest lists, with their checksums, and the manifest says where the model files are.
+    manifest = read_manifest(top)
+    on_disk = describe_files(top, exclude=frozenset({MANIFEST_NAME}))
+    assert {f.path: f.sha256 for f in on_disk} == manifest.sha256
+    model_dir, onnx_path = top / manifest.tokenizer_dir, top / manifest.serving_onnx
 
     clean = tmp_path / "clean"
     clean.mkdir()
@@ -127,7 +134,7 @@ def test_downloaded_artifact_reproduces_the_endpoint_without_our_code(
     # -I: isolated mode (no PYTHON* variables, no user site, not even the cwd on sys.path),
     # run from an empty folder: only what is installed in the environment is importable.
     proc = subprocess.run(
-        [sys.executable, "-I", "check.py", str(top), "inputs.json"],
+        [sys.executable, "-I", "check.py", str(model_dir), str(onnx_path), "inputs.json"],
         cwd=clean,
         capture_output=True,
         text=True,
@@ -138,7 +145,7 @@ def test_downloaded_artifact_reproduces_the_endpoint_without_our_code(
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ours"] == []
     labels = result["labels"]
-    assert labels == tiny.manifest["labels"]
+    assert labels == manifest.labels
 
     worst = {"hf": 0.0, "onnx": 0.0}
     for i, served in enumerate(endpoint):

@@ -29,11 +29,6 @@ def stored_ref(
     path = store.root / key
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(tiny.archive.read_bytes() if data is None else data)
-    manifest = tiny.manifest
-    return ArtifactRef(
-        artifact_id="art_test",
-        storage_key=key,
-        sha256=tiny.sha256,
-        manifest=manifest,
-        files=tuple({"path": p, "sha256": h} for p, h in manifest["sha256"].items()),
+    return ArtifactRef.from_record(
+        artifact_id="art_test", storage_key=key, sha256=tiny.sha256, manifest=tiny.manifest
     )

@@ -92,7 +92,7 @@ def test_unsafe_archives_are_refused(
     import hashlib
 
     ref = ArtifactRef(
-        ref.artifact_id, ref.storage_key, hashlib.sha256(data).hexdigest(), ref.manifest, ref.files
+        ref.artifact_id, ref.storage_key, hashlib.sha256(data).hexdigest(), ref.manifest
     )
     with pytest.raises(ModelLoadError, match=message):
         _prepare(ref, store, tmp_path / "serving")
@@ -118,11 +118,7 @@ def test_unlisted_or_missing_files_are_refused(
         data = _tar(entries)
         ref = stored_ref(store, tiny, data)
         ref = ArtifactRef(
-            ref.artifact_id,
-            ref.storage_key,
-            hashlib.sha256(data).hexdigest(),
-            ref.manifest,
-            ref.files,
+            ref.artifact_id, ref.storage_key, hashlib.sha256(data).hexdigest(), ref.manifest
         )
         with pytest.raises(ModelLoadError, match=message):
             _prepare(ref, store, tmp_path / "serving")
@@ -132,6 +128,6 @@ def test_a_record_without_checksums_is_refused(
     tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
 ) -> None:
     ref = stored_ref(store, tiny)
-    bare = ArtifactRef(ref.artifact_id, ref.storage_key, "", ref.manifest, ref.files)
+    bare = ArtifactRef(ref.artifact_id, ref.storage_key, "", ref.manifest)
     with pytest.raises(ModelLoadError, match="no recorded sha256"):
         _prepare(bare, store, tmp_path / "serving")

@@ -13,6 +13,7 @@ import pytest
 from app.serving.encoder import TextEncoder, max_length_for
 from app.serving.errors import ModelLoadError
 from app.serving.model import load_model, resolve_labels
+from sec_engine.artifact_contract import ManifestError, parse_manifest
 from tests.serving.tiny_artifact import LABELS, MAX_LENGTH, TinyArtifact, sample_inputs
 
 pytestmark = pytest.mark.unit
@@ -65,7 +66,7 @@ def test_max_length_rules() -> None:
 
 
 def test_loaded_model_predicts_with_the_artifact_labels(tiny: TinyArtifact) -> None:
-    model = load_model(tiny.directory, tiny.manifest, threads=1)
+    model = load_model(tiny.directory, parse_manifest(tiny.manifest), threads=1)
     assert model.labels == LABELS
     preds = model.predict(["good great film", "awful dull plot", ("good film", "the plot")])
     assert [p.label for p in preds[:2]] == ["positive", "negative"]
@@ -77,7 +78,7 @@ def test_loaded_model_predicts_with_the_artifact_labels(tiny: TinyArtifact) -> N
 def test_batched_outputs_match_one_at_a_time(tiny: TinyArtifact) -> None:
     """Dynamic int8 quantises activations with a scale computed over the whole batch tensor
     (padding included), so batching moves probabilities slightly, never the labels here."""
-    model = load_model(tiny.directory, tiny.manifest, threads=1)
+    model = load_model(tiny.directory, parse_manifest(tiny.manifest), threads=1)
     inputs = [(x["text"], x["text_pair"]) if isinstance(x, dict) else x for x in sample_inputs(40)]
     batched = model.probabilities(inputs)
     single = np.concatenate([model.probabilities([x]) for x in inputs])
@@ -87,16 +88,17 @@ def test_batched_outputs_match_one_at_a_time(tiny: TinyArtifact) -> None:
 
 def test_labels_fall_back_to_config_id2label() -> None:
     config = {"id2label": {"1": "pos", "0": "neg"}}
-    assert resolve_labels({}, config) == ["neg", "pos"]
-    assert resolve_labels({"labels": ["a", "b"]}, config) == ["a", "b"]
+    assert resolve_labels(None, config) == ["neg", "pos"]
+    assert resolve_labels([], config) == ["neg", "pos"]
+    assert resolve_labels(["a", "b"], config) == ["a", "b"]
     with pytest.raises(ModelLoadError, match="names no labels"):
-        resolve_labels({}, {})
+        resolve_labels(None, {})
 
 
 def test_label_count_mismatch_fails_the_load(tiny: TinyArtifact, tmp_path: Path) -> None:
     directory = tmp_path / "a"
     shutil.copytree(tiny.directory, directory)
-    manifest = {**tiny.manifest, "labels": ["only", "two"]}
+    manifest = parse_manifest({**tiny.manifest, "labels": ["only", "two"]})
     with pytest.raises(ModelLoadError, match="3 logits per input but the artifact names 2"):
         load_model(directory, manifest, threads=1)
 
@@ -106,12 +108,15 @@ def test_missing_or_non_onnx_model_file_fails_the_load(tiny: TinyArtifact, tmp_p
     shutil.copytree(tiny.directory, directory)
     for files, message in (
         ({"onnx_int8": "model/model.safetensors"}, "no ONNX model"),
-        ({"onnx_int8": "../x.onnx"}, "relative path"),
         ({"onnx_int8": "absent.onnx"}, "no ONNX model"),
     ):
         with pytest.raises(ModelLoadError, match=message):
-            load_model(directory, {**tiny.manifest, "files": files}, threads=1)
+            load_model(directory, parse_manifest({**tiny.manifest, "files": files}), threads=1)
+    # A path out of the artifact never reaches the loader: the contract refuses the manifest.
+    for escape in ("../x.onnx", "/etc/x.onnx"):
+        with pytest.raises(ManifestError, match=r"files\.onnx_int8: .*relative path"):
+            parse_manifest({**tiny.manifest, "files": {"onnx_int8": escape}})
     (directory / "model" / "tokenizer.json").unlink()
     with pytest.raises(ModelLoadError, match=r"no tokenizer\.json"):
-        load_model(directory, tiny.manifest, threads=1)
+        load_model(directory, parse_manifest(tiny.manifest), threads=1)
     assert json.loads((tiny.directory / "manifest.json").read_text())["labels"] == LABELS

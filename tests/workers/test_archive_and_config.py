@@ -10,7 +10,8 @@ import pytest
 
 from app.queue import QueueName, TaskName
 from app.settings import Settings
-from workers.archive import describe_files, make_archive
+from sec_engine.artifact_contract import describe_files
+from workers.archive import make_archive
 from workers.celery_app import TASK_ROUTES, celery_config, time_limits
 
 pytestmark = pytest.mark.unit
