@@ -116,10 +116,10 @@ def seed(settings: Settings, workdir: Path, artifact_kb: int = 100) -> tuple[str
             )  # fmt: skip
             s.add(job)
             s.flush()
-            from app.jobs import repository as jobs_repo
+            from app.jobs import state_machine
 
             for i in range(5):
-                jobs_repo.add_event(s, job.id, "status", f"event {i}", {"i": i})
+                state_machine.add_event(s, job.id, 0, "progress", f"event {i}", {"i": i})
             storage_key = f"{tenant.id}/{job.id}/artifact.tar.gz"
             store_from_settings(settings).put_file(storage_key, src)
             artifact = Artifact(

@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.db.models import Job, JobStatus
+from app.db.models import JobStatus
 from app.db.models import TraceRow as TraceRowModel
 from app.db.session import unit_of_work
+from app.jobs import state_machine
 from sec_engine.callbacks import Phase, TraceRow
-from workers import job_state
 from workers.context import WorkerContext
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class DbCallbacks:
     ) -> None:
         self._ctx = ctx
         self._job_id = job_id
-        self._attempt = attempt
+        self._attempt = state_machine.Attempt(job_id, ctx.worker_id, attempt)
         self._lost = lost or threading.Event()
         self._progress_interval = progress_interval
         self._cancel_interval = cancel_interval
@@ -55,8 +54,8 @@ class DbCallbacks:
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         with unit_of_work(self._ctx.sessions) as session:
-            job_state.add_event(
-                session, self._job_id, self._attempt, kind, message, data, self._ctx.clock()
+            state_machine.add_event(
+                session, self._job_id, self._attempt.number, kind, message, data, self._ctx.clock()
             )
 
     def trace(self, row: TraceRow) -> None:
@@ -97,9 +96,7 @@ class DbCallbacks:
         self._last_progress_at = now
         self._last_phase = str(phase)
         with unit_of_work(self._ctx.sessions) as session:
-            ours = job_state.set_progress(
-                session, self._job_id, self._ctx.worker_id, self._attempt, str(phase), fraction
-            )
+            ours = state_machine.set_progress(session, self._attempt, str(phase), fraction)
         if not ours:
             self._lost.set()
 
@@ -112,20 +109,12 @@ class DbCallbacks:
             return False
         self._last_cancel_check = now
         with unit_of_work(self._ctx.sessions) as session:
-            row = session.execute(
-                select(Job.status, Job.worker_id, Job.attempts).where(Job.id == self._job_id)
-            ).one_or_none()
-        if row is None:
-            self._lost.set()
-        elif row.status == JobStatus.CANCEL_REQUESTED:
-            self._cancel = True
-        elif (
-            row.status != JobStatus.RUNNING
-            or row.worker_id != self._ctx.worker_id
-            or row.attempts != self._attempt
-        ):
+            status = state_machine.held_status(session, self._attempt)
+        if status is None:
             logger.warning("job %s was taken from this worker; stopping", self._job_id)
             self._lost.set()
+        elif status is JobStatus.CANCEL_REQUESTED:
+            self._cancel = True
         return self._cancel or self._lost.is_set()
 
     @property

@@ -13,7 +13,7 @@ import threading
 from types import TracebackType
 
 from app.db.session import unit_of_work
-from workers import job_state
+from app.jobs import state_machine
 from workers.context import WorkerContext
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class Heartbeat:
     def __init__(self, ctx: WorkerContext, job_id: str, attempt: int) -> None:
         self._ctx = ctx
         self._job_id = job_id
-        self._attempt = attempt
+        self._attempt = state_machine.Attempt(job_id, ctx.worker_id, attempt)
         self._interval = float(ctx.settings.job_heartbeat_seconds)
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -33,10 +33,8 @@ class Heartbeat:
         """Renew the lease once. A database hiccup is logged, not fatal: the next beat retries."""
         try:
             with unit_of_work(self._ctx.sessions) as session:
-                ours = job_state.renew_lease(
+                ours = state_machine.renew_lease(
                     session,
-                    self._job_id,
-                    self._ctx.worker_id,
                     self._attempt,
                     self._ctx.clock(),
                     self._ctx.settings.job_lease_seconds,

@@ -1,14 +1,16 @@
 """One attempt of one job, from claim to a terminal state. Callable directly (tests do).
 
-    claim (queued -> running) -> resolve inputs -> run the engine under a heartbeat
-    -> archive + store the output -> ONE transaction: artifact row `ready` + job `succeeded`
+    claim (queued -> running; it returns the spec and the inputs resolved at submit)
+    -> run the engine under a heartbeat -> archive + store the output
+    -> ONE transaction: artifact row `ready` + job `succeeded`
 
 A dry run (`spec.dry_run`) takes the same path up to the engine, runs the engine's dry run
 instead (`dry_run`, injected the same way, defaulting to `sec_engine.pipeline.dry_run_job`)
 and ends `succeeded` with the plan as its metrics and no artifact.
 
-Every write after the claim is conditional on the job still being this worker's attempt, so
-if the reaper took the job back (a stalled worker) this attempt's late result changes nothing.
+Every state change goes through `app/jobs/state_machine.py`, and every one after the claim is
+conditional on the job still being this worker's attempt, so if the reaper took the job back
+(a stalled worker) this attempt's late result changes nothing.
 The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
 here, inside the pool child, so the worker's parent process never loads torch or CUDA.
 
@@ -38,21 +40,21 @@ from typing import Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
-from app.db.models import Artifact, ArtifactStatus, Job, JobStatus, new_id, utcnow
+from app.db.models import Artifact, ArtifactStatus, JobStatus, new_id, utcnow
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
+from app.jobs import inputs as job_inputs
+from app.jobs import state_machine
+from app.jobs.state_machine import Attempt, ClaimedJob
 from sec_engine.artifact_contract.files import describe_files
 from sec_engine.callbacks import EngineCallbacks, Phase
 from sec_engine.errors import EngineError, JobCancelled, SpecError
 from sec_engine.result import EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
-from workers import job_state
 from workers.archive import make_archive
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
 from workers.heartbeat import Heartbeat
-from workers.inputs import resolve_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -146,29 +148,20 @@ def run_job(
     dry_run: DryRunFn | None = None,
 ) -> Outcome:
     with unit_of_work(ctx.sessions) as session:
-        if not job_state.claim(
+        job = state_machine.claim(
             session, job_id, ctx.worker_id, ctx.clock(), ctx.settings.job_lease_seconds
-        ):
-            logger.info("job %s is not queued; nothing to do", job_id)
-            return Outcome.SKIPPED
-        job = session.get_one(Job, job_id)
-        attempt = job.attempts
-        job_state.add_event(
-            session,
-            job_id,
-            attempt,
-            "job.started",
-            f"attempt {attempt} of {job.max_attempts} started on {ctx.worker_id}",
-            {"attempt": attempt, "worker_id": ctx.worker_id},
-            ctx.clock(),
         )
+    if job is None:
+        logger.info("job %s is not queued; nothing to do", job_id)
+        return Outcome.SKIPPED
+    attempt = job.attempt
     job_dir = ctx.settings.work_dir / job_id
-    attempt_dir = job_dir / f"attempt-{attempt}"
+    attempt_dir = job_dir / f"attempt-{attempt.number}"
     outcome: Outcome | None = None
     try:
-        with Heartbeat(ctx, job_id, attempt) as heartbeat:
-            callbacks = DbCallbacks(ctx, job_id, attempt, lost=heartbeat.lost)
-            outcome = _run_claimed(ctx, job_id, attempt, attempt_dir, callbacks, engine, dry_run)
+        with Heartbeat(ctx, job_id, attempt.number) as heartbeat:
+            callbacks = DbCallbacks(ctx, job_id, attempt.number, lost=heartbeat.lost)
+            outcome = _run_claimed(ctx, job, attempt_dir, callbacks, engine, dry_run)
             return outcome
     finally:
         shutil.rmtree(attempt_dir, ignore_errors=True)
@@ -180,22 +173,20 @@ def run_job(
 
 def _run_claimed(
     ctx: WorkerContext,
-    job_id: str,
-    attempt: int,
+    job: ClaimedJob,
     attempt_dir: Path,
     callbacks: DbCallbacks,
     engine: EngineFn | None,
     dry_run: DryRunFn | None,
 ) -> Outcome:
+    attempt = job.attempt
     try:
-        with unit_of_work(ctx.sessions) as session:
-            job = session.get_one(Job, job_id)
-            tenant_id = job.tenant_id
-            try:
-                spec = JobSpec.model_validate(job.spec)
-            except ValidationError as exc:
-                raise SpecError(f"the stored job spec is invalid: {exc}") from exc
-            inputs = resolve_inputs(session, job, spec)
+        # Everything the attempt needs came back from the claim: no row is read again.
+        try:
+            spec = JobSpec.model_validate(job.spec)
+        except ValidationError as exc:
+            raise SpecError(f"the stored job spec is invalid: {exc}") from exc
+        inputs = job_inputs.for_engine(job.inputs)
         # Leftovers of earlier attempts of this job whose worker was killed (its `finally`
         # never ran): this attempt owns the job now, and a killed attempt's half-written
         # archive can be gigabytes. The checkpoint next to them is kept: it is what the retry
@@ -207,7 +198,7 @@ def _run_claimed(
             report = plan_run(spec, inputs, callbacks)
             if callbacks.lost:
                 return Outcome.LOST
-            return _store_plan(ctx, job_id, attempt, report)
+            return _store_plan(ctx, attempt, report)
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
         run = engine or default_engine(ctx.settings.environment)
@@ -217,160 +208,100 @@ def _run_claimed(
         if callbacks.lost:
             return Outcome.LOST
         callbacks.progress(Phase.EXPORTING, 1.0)
-        return _store_result(ctx, job_id, tenant_id, attempt, attempt_dir, result)
+        return _store_result(ctx, job, attempt_dir, result)
     except JobCancelled as exc:
         if callbacks.lost:
             return Outcome.LOST
-        return _end(ctx, job_id, attempt, JobStatus.CANCELLED, "cancelled", exc.message)
+        return _end(ctx, attempt, JobStatus.CANCELLED, "cancelled", exc.message)
     except EngineError as exc:
-        return _end(ctx, job_id, attempt, JobStatus.FAILED, exc.code, exc.message)
+        return _end(ctx, attempt, JobStatus.FAILED, exc.code, exc.message)
     except SoftTimeLimitExceeded:
         minutes = ctx.settings.job_hard_limit_minutes
         message = f"the job ran past the worker's time limit ({minutes:g} min)"
-        return _end(ctx, job_id, attempt, JobStatus.FAILED, "time_limit", message)
+        return _end(ctx, attempt, JobStatus.FAILED, "time_limit", message)
     except Exception:
-        logger.exception("job %s attempt %d failed unexpectedly", job_id, attempt)
+        logger.exception("job %s attempt %d failed unexpectedly", attempt.job_id, attempt.number)
         message = "an internal error stopped the job; the operators have the details in the logs"
-        return _end(ctx, job_id, attempt, JobStatus.FAILED, "internal_error", message)
+        return _end(ctx, attempt, JobStatus.FAILED, "internal_error", message)
 
 
 def _metrics(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest[k] for k in METRIC_KEYS if k in manifest}
 
 
-def _store_plan(ctx: WorkerContext, job_id: str, attempt: int, report: dict[str, Any]) -> Outcome:
+def _store_plan(ctx: WorkerContext, attempt: Attempt, report: dict[str, Any]) -> Outcome:
     """A dry run's end: the plan (and its warnings) as the job's metrics, no artifact."""
+    fits = bool(report.get("plan", {}).get("fits"))
     with unit_of_work(ctx.sessions) as session:
-        if not job_state.finish(
+        stored = state_machine.succeed(
             session,
-            job_id,
-            ctx.worker_id,
             attempt,
             ctx.clock(),
-            JobStatus.SUCCEEDED,
-            phase=None,
-            progress=1.0,
             metrics=_metrics(report),
             targets_met={},
-        ):
-            session.rollback()
-            logger.warning("job %s attempt %d planned after losing its lease", job_id, attempt)
-            return Outcome.LOST
-        fits = bool(report.get("plan", {}).get("fits"))
-        _event(
-            session,
-            ctx,
-            job_id,
-            attempt,
-            "job.succeeded",
-            "dry run done: the plan is in the job's metrics",
-            {"dry_run": True, "fits": fits},
+            message="dry run done: the plan is in the job's metrics",
+            data={"dry_run": True, "fits": fits},
         )
+    if not stored:
+        logger.warning("job %s attempt %d planned after losing its lease", *_ids(attempt))
+        return Outcome.LOST
     return Outcome.SUCCEEDED
 
 
 def _store_result(
-    ctx: WorkerContext,
-    job_id: str,
-    tenant_id: str,
-    attempt: int,
-    attempt_dir: Path,
-    result: EngineResult,
+    ctx: WorkerContext, job: ClaimedJob, attempt_dir: Path, result: EngineResult
 ) -> Outcome:
+    attempt = job.attempt
     files = result.files or describe_files(result.out_dir)
     artifact_id = new_id("art")
     archive = attempt_dir / f"{artifact_id}.tar.gz"
-    sha256 = make_archive(result.out_dir, archive, top=job_id)
+    sha256 = make_archive(result.out_dir, archive, top=attempt.job_id)
     size = archive.stat().st_size
-    key = f"{tenant_id}/{job_id}/{artifact_id}.tar.gz"
+    key = f"{job.tenant_id}/{attempt.job_id}/{artifact_id}.tar.gz"
     ctx.store.put_file(key, archive)
 
+    artifact = Artifact(
+        id=artifact_id,
+        tenant_id=job.tenant_id,
+        job_id=attempt.job_id,
+        status=ArtifactStatus.READY.value,
+        storage_key=key,
+        size_bytes=size,
+        sha256=sha256,
+        files=[asdict(f) for f in files],
+        manifest=result.manifest,
+    )
     with unit_of_work(ctx.sessions) as session:
-        if not job_state.finish(
+        # The artifact row (already `ready`) and the job's `succeeded`: one transaction.
+        stored = state_machine.succeed(
             session,
-            job_id,
-            ctx.worker_id,
             attempt,
             ctx.clock(),
-            JobStatus.SUCCEEDED,
-            phase=None,
-            progress=1.0,
             metrics=_metrics(result.manifest),
             targets_met=dict(result.targets_met),
-        ):
-            session.rollback()
-            logger.warning("job %s attempt %d finished after losing its lease", job_id, attempt)
-            return Outcome.LOST
-        session.add(
-            Artifact(
-                id=artifact_id,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                status=ArtifactStatus.READY.value,
-                storage_key=key,
-                size_bytes=size,
-                sha256=sha256,
-                files=[asdict(f) for f in files],
-                manifest=result.manifest,
-            )
+            message="job succeeded",
+            data={"targets_met": dict(result.targets_met)},
+            artifact=artifact,
         )
-        _event(
-            session,
-            ctx,
-            job_id,
-            attempt,
-            "artifact.ready",
-            "artifact stored",
-            {
-                "artifact_id": artifact_id,
-                "sha256": sha256,
-                "size_bytes": size,
-            },
-        )
-        _event(
-            session,
-            ctx,
-            job_id,
-            attempt,
-            "job.succeeded",
-            "job succeeded",
-            {"targets_met": dict(result.targets_met)},
-        )
+    if not stored:
+        logger.warning("job %s attempt %d finished after losing its lease", *_ids(attempt))
+        return Outcome.LOST
     return Outcome.SUCCEEDED
 
 
-def _event(
-    session: Session,
-    ctx: WorkerContext,
-    job_id: str,
-    attempt: int,
-    kind: str,
-    message: str,
-    data: dict[str, Any] | None = None,
-) -> None:
-    job_state.add_event(session, job_id, attempt, kind, message, data, ctx.clock())
-
-
 def _end(
-    ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, code: str, message: str
+    ctx: WorkerContext, attempt: Attempt, status: JobStatus, code: str, message: str
 ) -> Outcome:
-    """Record a failure or a cancellation, if the job is still ours."""
-    cancelled = status is JobStatus.CANCELLED
+    """Record a failure or a cancellation, if the job is still this attempt's."""
     with unit_of_work(ctx.sessions) as session:
-        if not job_state.finish(
-            session,
-            job_id,
-            ctx.worker_id,
-            attempt,
-            ctx.clock(),
-            status,
-            error_code=None if cancelled else code,
-            error_message=None if cancelled else message,
-        ):
-            session.rollback()
-            return Outcome.LOST
-        _event(session, ctx, job_id, attempt, f"job.{status.value}", message, {"code": code})
-    return Outcome.CANCELLED if cancelled else Outcome.FAILED
+        ended = state_machine.end(session, attempt, ctx.clock(), status, code, message)
+    if not ended:
+        return Outcome.LOST
+    return Outcome.CANCELLED if status is JobStatus.CANCELLED else Outcome.FAILED
+
+
+def _ids(attempt: Attempt) -> tuple[str, int]:
+    return attempt.job_id, attempt.number
 
 
 def fail_killed_at_hard_limit(database_url: str, job_id: str, minutes: float) -> bool:
@@ -384,7 +315,7 @@ def fail_killed_at_hard_limit(database_url: str, job_id: str, minutes: float) ->
     engine = make_engine(database_url)
     try:
         with unit_of_work(make_sessionmaker(engine)) as session:
-            return job_state.fail_timed_out(
+            return state_machine.fail_timed_out(
                 session,
                 job_id,
                 host_prefix=f"{socket.gethostname()}:",

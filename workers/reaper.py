@@ -12,8 +12,9 @@ Run every minute by beat and once by the launcher at start-up. Two sweeps:
    down at submit time: `enqueued_at` is NULL) are sent at once. A duplicate message is harmless: the task's claim is
    conditional, so at most one delivery runs the job.
 
-Every change is a conditional UPDATE on the state that was read, so two reapers running at
-once (beat on two machines) cannot both act on one job, and the sweep is idempotent.
+Every change is a conditional UPDATE on the state that was read (`app/jobs/state_machine.py`),
+so two reapers running at once (beat on two machines) cannot both act on one job, and the
+sweep is idempotent.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Job, JobStatus
 from app.db.session import unit_of_work
+from app.jobs import state_machine
+from app.jobs.state_machine import Reaped
 from app.queue import JobQueue
-from workers import job_state
 
 logger = logging.getLogger(__name__)
 
@@ -48,55 +49,12 @@ class ReapReport:
     def total(self) -> int:
         return len(self.requeued) + len(self.failed) + len(self.cancelled) + len(self.reenqueued)
 
-
-def _matched(result: Any) -> bool:
-    return cast(CursorResult[Any], result).rowcount == 1
-
-
-def _expire_one(session: Session, job: Job, now: datetime, report: ReapReport) -> str | None:
-    """Handle one job whose lease ran out. Returns its queue if it must be re-enqueued."""
-    # Match the exact state we read: a heartbeat that renews the lease in between wins.
-    same = (
-        (Job.id == job.id)
-        & (Job.status == job.status)
-        & (Job.lease_expires_at == job.lease_expires_at)
-        & (Job.attempts == job.attempts)
-    )
-    common: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
-    if job.status == JobStatus.CANCEL_REQUESTED:
-        values = {**common, "status": JobStatus.CANCELLED.value, "finished_at": now}
-        kind, message, bucket, queue = (
-            "job.cancelled",
-            "cancelled (its worker stopped)",
-            report.cancelled,
-            None,
-        )
-    elif job.attempts < job.max_attempts:
-        values = {
-            **common,
-            "status": JobStatus.QUEUED.value,
-            "worker_id": None,
-            "phase": None,
-            "progress": 0.0,
-            "enqueued_at": now,
-        }
-        kind = "job.requeued"
-        message = f"worker {job.worker_id} stopped renewing its lease; attempt {job.attempts} of {job.max_attempts} is retried"
-        bucket, queue = report.requeued, job.queue
-    else:
-        values = {
-            **common,
-            "status": JobStatus.FAILED.value,
-            "finished_at": now,
-            "error_code": "worker_lost",
-            "error_message": f"the worker stopped responding on each of {job.attempts} attempts",
-        }
-        kind, message, bucket, queue = "job.failed", values["error_message"], report.failed, None
-    if not _matched(session.execute(update(Job).where(same).values(**values))):
-        return None
-    job_state.add_event(session, job.id, job.attempts, kind, message, {"reaper": True}, now)
-    bucket.append(job.id)
-    return queue
+    def bucket(self, outcome: Reaped) -> list[str]:
+        return {
+            Reaped.REQUEUED: self.requeued,
+            Reaped.FAILED: self.failed,
+            Reaped.CANCELLED: self.cancelled,
+        }[outcome]
 
 
 def _send(
@@ -109,15 +67,7 @@ def _send(
     except Exception:
         logger.warning("reaper: could not enqueue job %s; the next sweep retries", job_id)
         with unit_of_work(sessions) as session:
-            session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == JobStatus.QUEUED.value,
-                    Job.enqueued_at == now,
-                )
-                .values(enqueued_at=None)
-            )
+            state_machine.mark_unsent(session, job_id, now)
 
 
 def reap(
@@ -133,14 +83,16 @@ def reap(
     with unit_of_work(sessions) as session:
         expired = session.scalars(
             select(Job)
-            .where(Job.status.in_(job_state.ACTIVE), Job.lease_expires_at < now)
+            .where(Job.status.in_(state_machine.HELD), Job.lease_expires_at < now)
             .order_by(Job.lease_expires_at)
             .limit(BATCH)
         ).all()
         for job in expired:
-            q = _expire_one(session, job, now, report)
-            if q is not None:
-                to_enqueue.append((job.id, q))
+            outcome = state_machine.reap_expired(session, job, now)
+            if outcome is not None:
+                report.bucket(outcome).append(job.id)
+            if outcome is Reaped.REQUEUED:
+                to_enqueue.append((job.id, job.queue))
 
     cutoff = now - stale_after
     with unit_of_work(sessions) as session:
@@ -155,15 +107,7 @@ def reap(
             .limit(BATCH)
         ).all()
         for job_id, job_queue, enqueued_at in stale:
-            unchanged = (
-                Job.enqueued_at.is_(None) if enqueued_at is None else Job.enqueued_at == enqueued_at
-            )
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, unchanged)
-                .values(enqueued_at=now)
-            )
-            if _matched(result):
+            if state_machine.mark_resent(session, job_id, enqueued_at, now):
                 report.reenqueued.append(job_id)
                 to_enqueue.append((job_id, job_queue))
 

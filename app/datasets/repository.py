@@ -19,14 +19,15 @@ def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
 
 
 class DatasetFit(NamedTuple):
-    """What a job's spec needs of a dataset it names."""
+    """What a job's spec needs of a dataset it names: whether it fits, and its file."""
 
     id: str
     summary: dict[str, Any]
     has_pairs: bool
+    storage_path: str
 
 
-_FITS = select(Dataset.id, Dataset.summary, Dataset.has_pairs).where(
+_FITS = select(Dataset.id, Dataset.summary, Dataset.has_pairs, Dataset.storage_path).where(
     Dataset.tenant_id == bindparam("tenant_id"), Dataset.id.in_(bindparam("ids", expanding=True))
 )
 

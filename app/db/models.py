@@ -186,8 +186,13 @@ class Job(TimestampedModel, Base):
     )
     base_model: Mapped[str] = mapped_column(String(512))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What the engine opens, resolved from the spec's references once, at submit
+    # (`app/jobs/inputs.py`): dataset file paths, the base model's built-in name or folder.
+    # Server paths: never shown by the API. NULL only on rows written around the API.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     queue: Mapped[str] = mapped_column(String(20), default="gpu")
 
+    # Written by `app/jobs/state_machine.py` only, with the lease and progress columns below.
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
     phase: Mapped[str | None] = mapped_column(String(20))
     progress: Mapped[float] = mapped_column(Float, default=0.0)

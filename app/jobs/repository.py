@@ -1,19 +1,17 @@
 """Queries for jobs, their events and trace rows. Jobs are filtered by tenant; events and
-trace rows are reached only through a job the caller already owns."""
+trace rows are reached only through a job the caller already owns. Reads only: every write
+of a job's state is `app/jobs/state_machine.py`'s."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
+from app.jobs.state_machine import UNFINISHED
 from app.pagination import paginate
-
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
 
 
 def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
@@ -50,29 +48,17 @@ def list_page(
     return paginate(session, stmt, Job.created_at, Job.id, cursor=cursor, limit=limit)
 
 
-# The submit path's statements, built once and run on the session's connection (Core: no
+# The submit path's cap check, built once and run on the session's connection (Core: no
 # ORM flush, no statement built per request).
 _COUNT_ACTIVE = (
     select(func.count())
     .select_from(Job)
-    .where(
-        Job.tenant_id == bindparam("tenant_id"),
-        Job.status.in_([s.value for s in ACTIVE_STATUSES]),
-    )
+    .where(Job.tenant_id == bindparam("tenant_id"), Job.status.in_(UNFINISHED))
 )
-_INSERT_JOB = insert(Job)
-_INSERT_EVENT = insert(JobEvent)
 
 
 def count_active(session: Session, tenant_id: str) -> int:
     return session.connection().scalar(_COUNT_ACTIVE, {"tenant_id": tenant_id}) or 0
-
-
-def insert_job(session: Session, row: dict[str, Any], first_event: dict[str, Any]) -> None:
-    """A new job's row (every column given) and its first event, without the ORM."""
-    conn = session.connection()
-    conn.execute(_INSERT_JOB, row)
-    conn.execute(_INSERT_EVENT, {"job_id": row["id"], "attempt": 0, **first_event})
 
 
 def artifact_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
@@ -82,34 +68,6 @@ def artifact_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
         select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(job_ids))
     ).all()
     return {job_id: artifact_id for job_id, artifact_id in rows}  # noqa: C416 - rows are Row tuples
-
-
-def transition(
-    session: Session,
-    job_id: str,
-    *,
-    from_status: JobStatus,
-    to_status: JobStatus,
-    finished_at: datetime | None = None,
-) -> bool:
-    """Conditional state change (`UPDATE ... WHERE status = from`): it wins or does nothing,
-    so a concurrent worker claim and a cancel cannot both take effect."""
-    values: dict[str, object] = {"status": to_status.value}
-    if finished_at is not None:
-        values["finished_at"] = finished_at
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == from_status.value)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
-def add_event(
-    session: Session, job_id: str, kind: str, message: str, data: dict[str, object]
-) -> None:
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
 _EVENTS_AFTER = (

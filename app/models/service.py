@@ -1,4 +1,4 @@
-"""Uploading HF-format model archives, and resolving `base_model` names.
+"""Uploading HF-format model archives (a job's `base_model` is resolved in `app/jobs/inputs.py`).
 
 The upload is streamed to a temp file (size cap), extracted into a temp folder with the
 safety caps of `archive.py`, checked (`inspect.py`), then renamed into place as
@@ -20,36 +20,18 @@ from sqlalchemy.orm import Session
 
 from app.db.hooks import on_rollback
 from app.db.models import Model, new_id
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.models import repository as repo
+from app.errors import InvalidInput, PayloadTooLarge
 from app.models.archive import ArchiveError, ArchiveTooLarge, Limits, extract_archive
 from app.models.inspect import ModelCheckError, check_entry_name, inspect_model_dir
 from app.settings import Settings
-from sec_engine.models.builtin import BUILTIN_MODELS, BuiltinModel
+from sec_engine.models.builtin import BuiltinModel
 
 CHUNK = 1024 * 1024
-MODEL_ID_PREFIX = "mdl_"
 
 
 def builtin_available(model: BuiltinModel) -> bool:
     """Whether the package shipping the weights is installed (found without importing it)."""
     return importlib.util.find_spec(model.package.replace("-", "_")) is not None
-
-
-def resolve_base_model(session: Session, tenant_id: str, base_model: str) -> str:
-    """Check a job's `base_model`: a built-in name or one of the tenant's model ids."""
-    if base_model in BUILTIN_MODELS:
-        return base_model
-    if base_model.startswith(MODEL_ID_PREFIX):
-        if repo.get(session, tenant_id, base_model) is None:
-            raise NotFound(f"base_model: model {base_model!r} not found")
-        return base_model
-    names = ", ".join(sorted(BUILTIN_MODELS))
-    raise InvalidInput(
-        f"unknown base_model {base_model!r}: use a built-in model ({names})"
-        " or the id of a model you uploaded (mdl_…)",
-        code="unknown_base_model",
-    )
 
 
 def create_model(

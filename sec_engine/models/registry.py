@@ -57,6 +57,10 @@ def resolve_source(ref: str) -> str:
         if not path.is_dir():
             raise ModelLoadError(f"model path {ref!r} is not a directory")
         return str(path.resolve())
+    if path.is_absolute():
+        # A folder named by the service (an uploaded model, resolved at submit) that this
+        # machine does not have: named by its last part, not by the server's whole path.
+        raise ModelLoadError(f"the files of model {path.name!r} are missing on this machine")
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         return ref  # looks like a hub id
     raise ModelLoadError(f"unknown model {ref!r}: not a built-in name, a directory or a hub id")

@@ -14,7 +14,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import IdempotencyKey, Job, JobEvent, JobStatus, TraceRow, utcnow
+from app.db.models import (
+    Dataset,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    JobStatus,
+    Model,
+    TraceRow,
+    utcnow,
+)
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.stream import job_event_stream
@@ -26,6 +35,7 @@ from tests.app.conftest import (
     submit_job,
     upload_dataset,
 )
+from tests.app.model_archives import model_files, zip_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +70,38 @@ def test_create_stores_the_spec_then_enqueues(
         assert job.max_attempts == 3
         assert job.enqueued_at is not None
     events = client.get(f"/v1/jobs/{body['id']}/events", headers=tenant_a.headers).json()
-    assert [e["data"]["status"] for e in events["data"]] == ["queued"]
+    assert [(e["kind"], e["data"]["status"]) for e in events["data"]] == [("job.queued", "queued")]
+
+
+def test_submit_resolves_the_inputs_once_and_stores_them_on_the_job(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    """What the worker hands the engine: the datasets' files and the base model's name or
+    folder, looked up for the tenant at submit. Server paths never reach the API's answer."""
+    pool = upload_dataset(client, tenant_a, b"text\na\nb\n", purpose="unlabelled").json()["id"]
+    files = model_files()
+    model = client.post(
+        "/v1/models",
+        headers=tenant_a.headers,
+        files={"file": ("m.zip", zip_bytes(files), "application/octet-stream")},
+    ).json()["id"]
+    builtin = submit_job(client, tenant_a, dataset_a, unlabelled_dataset=pool)
+    uploaded = submit_job(client, tenant_a, dataset_a, base_model=model)
+    assert builtin.status_code == uploaded.status_code == 201, uploaded.text
+    assert "inputs" not in builtin.json()
+    with db() as s:
+        paths = {d.id: d.storage_path for d in s.scalars(select(Dataset))}
+        folder = s.get_one(Model, model).storage_path
+        first = s.get_one(Job, builtin.json()["id"]).inputs
+        second = s.get_one(Job, uploaded.json()["id"]).inputs
+    assert first == {
+        "model": "minilm-l6",
+        "train_path": paths[dataset_a],
+        "validation_path": None,
+        "unlabelled_path": paths[pool],
+    }
+    assert second is not None
+    assert (second["model"], second["train_path"]) == (folder, paths[dataset_a])
 
 
 def test_a_dry_run_is_a_job_whose_metrics_hold_the_plan_and_that_has_no_artifact(
@@ -353,6 +394,38 @@ def test_cancel_transitions(
     assert "already succeeded" in r.json()["error"]["message"]
     r = client.post(f"/v1/jobs/{queued}/cancel", headers=tenant_a.headers)
     assert r.status_code == 409
+
+    # One event a change, with the kinds the worker and the reaper use; none for a no-op.
+    def kinds(job_id: str) -> list[tuple[str, str]]:
+        page = client.get(f"/v1/jobs/{job_id}/events", headers=tenant_a.headers).json()
+        return [(e["kind"], e["data"].get("status")) for e in page["data"]]
+
+    assert kinds(queued) == [("job.queued", "queued"), ("job.cancelled", "cancelled")]
+    assert kinds(running) == [
+        ("job.queued", "queued"),
+        ("job.cancel_requested", "cancel_requested"),
+    ]
+
+
+def test_a_cancel_that_loses_the_race_answers_from_the_row_as_it_is_now(
+    client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
+) -> None:
+    """The job finishes between the route's read and the cancel's UPDATE: the UPDATE matches
+    nothing, the row is read again, and the answer is the 409 of a finished job."""
+    from app.jobs import state_machine
+
+    job_id = submit_job(client, tenant_a, dataset_a).json()["id"]
+    real_cancel = state_machine.cancel
+
+    def finish_first(session: Session, job: Job, now: Any) -> bool:
+        set_status(db, job_id, JobStatus.SUCCEEDED)
+        return real_cancel(session, job, now)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_machine, "cancel", finish_first)
+        r = client.post(f"/v1/jobs/{job_id}/cancel", headers=tenant_a.headers)
+    assert r.status_code == 409
+    assert "already succeeded" in r.json()["error"]["message"]
 
 
 # --- events, SSE, trace --------------------------------------------------------------------

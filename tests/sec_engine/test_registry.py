@@ -58,6 +58,9 @@ def test_unknown_references_fail_cleanly(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ModelLoadError, match="not a directory"):
         registry.resolve_source(str(tmp_path / "file.txt"))
+    with pytest.raises(ModelLoadError, match="files of model 'mdl_gone' are missing") as lost:
+        registry.resolve_source(str(tmp_path / "uploads" / "mdl_gone"))
+    assert str(tmp_path) not in str(lost.value)  # no server path in a job's error
 
 
 def test_device_selection_never_falls_back_silently(monkeypatch: pytest.MonkeyPatch) -> None:

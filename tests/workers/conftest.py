@@ -72,7 +72,8 @@ def ctx(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> Wo
 
 @pytest.fixture
 def make_job(sessions: sessionmaker[Session], settings: Settings) -> Callable[..., str]:
-    """Create a tenant + dataset file + queued job; returns the job id."""
+    """Create a tenant + dataset file + queued job (with the inputs the API would have
+    resolved); returns the job id."""
 
     def _make(**job_fields: Any) -> str:
         data = settings.uploads_dir / "data.csv"
@@ -95,13 +96,14 @@ def make_job(sessions: sessionmaker[Session], settings: Settings) -> Callable[..
             s.add(ds)
             s.flush()
             spec = JobSpec(dataset=ds.id).model_dump(mode="json")
+            inputs = {"model": "minilm-l6", "train_path": str(data)}  # as the API resolves them
             job = Job(
                 tenant_id=tenant.id,
                 dataset_id=ds.id,
                 base_model="minilm-l6",
                 spec=spec,
                 created_at=T0,
-                **job_fields,
+                **{"inputs": inputs, **job_fields},
             )
             s.add(job)
             s.flush()

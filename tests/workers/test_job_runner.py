@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Artifact, Job, JobEvent, JobStatus, TraceRow
 from app.db.session import unit_of_work
+from app.jobs import state_machine
 from sec_engine.errors import DatasetError
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 from tests.sec_engine.conftest import make_tiny_bert, write_sentiment_csv
 from tests.workers.conftest import FakeEngine
-from workers import job_state
 from workers.context import WorkerContext
 from workers.job_runner import Outcome, run_job
 
@@ -94,13 +95,18 @@ def test_claim_is_conditional(
 ) -> None:
     job_id = make_job()
     with unit_of_work(sessions) as s:
-        assert job_state.claim(s, job_id, "w1", ctx.clock(), 60)
+        claimed = state_machine.claim(s, job_id, "w1", ctx.clock(), 60)
     with unit_of_work(sessions) as s:
-        assert not job_state.claim(s, job_id, "w2", ctx.clock(), 60)
+        assert state_machine.claim(s, job_id, "w2", ctx.clock(), 60) is None
     job = _job(sessions, job_id)
     assert (job.status, job.worker_id, job.attempts) == ("running", "w1", 1)
     assert job.lease_expires_at is not None
     assert job.lease_expires_at > ctx.clock()
+    # The claim's RETURNING is all the worker needs of the row.
+    assert claimed is not None
+    assert claimed.attempt == state_machine.Attempt(job_id, "w1", 1)
+    assert (claimed.max_attempts, claimed.tenant_id) == (job.max_attempts, job.tenant_id)
+    assert (claimed.spec, claimed.inputs) == (job.spec, job.inputs)
 
 
 def test_engine_error_fails_with_its_code(
@@ -132,19 +138,48 @@ def test_unexpected_error_is_internal_and_safe(
     assert secret not in job.error_message
 
 
-def test_unknown_model_fails_before_the_engine(
+def test_the_engine_gets_the_inputs_resolved_at_submit_and_no_row_is_read_again(
     ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
 ) -> None:
+    """The claim returns the job's spec and stored inputs: after it the worker reads neither
+    the job's row nor any dataset or model row (the API checked the references once)."""
     job_id = make_job()
+    with sessions() as s:
+        stored = s.get_one(Job, job_id).inputs
+    assert stored is not None
+    validation = str(ctx.settings.uploads_dir / "val.csv")
     with unit_of_work(sessions) as s:
-        job = s.get_one(Job, job_id)
-        job.spec = {**job.spec, "base_model": "mdl_doesnotexist"}
+        s.get_one(Job, job_id).inputs = {**stored, "validation_path": validation}
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    bind = sessions.kw["bind"]
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        engine = FakeEngine()
+        assert run_job(ctx, job_id, engine) is Outcome.SUCCEEDED
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    assert engine.inputs == ResolvedInputs(
+        model="minilm-l6", train_path=Path(stored["train_path"]), validation_path=Path(validation)
+    )
+    assert any(s.lstrip().startswith("UPDATE jobs") for s in statements)  # recorded: the claim
+    reads = [s for s in statements if re.search(r"\bFROM (jobs|datasets|models)\b", s)]
+    assert [s for s in reads if not s.lstrip().upper().startswith(("UPDATE", "DELETE"))] == []
+
+
+def test_a_job_without_stored_inputs_fails_before_the_engine(
+    ctx: WorkerContext, sessions: sessionmaker[Session], make_job: Callable[..., str]
+) -> None:
+    job_id = make_job(inputs=None)  # written around the API
     engine = FakeEngine()
     assert run_job(ctx, job_id, engine) is Outcome.FAILED
     assert engine.inputs is None
     job = _job(sessions, job_id)
-    assert job.error_code == "model_load_failed"
-    assert "mdl_doesnotexist" in (job.error_message or "")
+    assert job.error_code == "invalid_spec"
+    assert "resolved inputs" in (job.error_message or "")
 
 
 def test_cancel_request_cancels(

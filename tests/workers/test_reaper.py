@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Job, JobEvent, JobStatus
 from app.db.models import TraceRow as TraceRowModel
 from app.db.session import unit_of_work
+from app.jobs import state_machine
 from app.queue import RecordingJobQueue
 from sec_engine.callbacks import Phase, TraceRow
 from tests.workers.conftest import T0, Clock
-from workers import job_state
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
 from workers.heartbeat import Heartbeat
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.unit
 
 def _claim(ctx: WorkerContext, job_id: str) -> None:
     with unit_of_work(ctx.sessions) as s:
-        assert job_state.claim(s, job_id, ctx.worker_id, ctx.clock(), 60)
+        assert state_machine.claim(s, job_id, ctx.worker_id, ctx.clock(), 60) is not None
 
 
 def _job(sessions: sessionmaker[Session], job_id: str) -> Job:
@@ -171,11 +171,10 @@ def test_reaper_ignores_a_renewed_lease(
         job = s.get_one(Job, job_id)
         s.expunge(job)
     with unit_of_work(ctx.sessions) as s:  # the heartbeat lands between read and write
-        assert job_state.renew_lease(s, job_id, ctx.worker_id, 1, clock(), 60)
-    from workers.reaper import ReapReport, _expire_one
-
+        attempt = state_machine.Attempt(job_id, ctx.worker_id, 1)
+        assert state_machine.renew_lease(s, attempt, clock(), 60)
     with unit_of_work(ctx.sessions) as s:
-        assert _expire_one(s, job, clock(), ReapReport()) is None
+        assert state_machine.reap_expired(s, job, clock()) is None
     assert _job(ctx.sessions, job_id).status == "running"
     assert _job(ctx.sessions, job_id).lease_expires_at == clock() + timedelta(seconds=60)
 
