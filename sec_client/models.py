@@ -113,6 +113,7 @@ class Plan(ApiModel):
     throughput: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     actual_seconds: dict[str, float] | None = None  # a real job's, once it ran
+    actual_device_seconds: dict[str, float] | None = None  # the same, in the plan's clock
     warnings: list[str] = Field(default_factory=list)  # as a real job would warn
     job_id: str | None = None  # the dry-run job that made it
 

@@ -38,6 +38,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from torch import nn
 
 from sec_engine import checkpoint
 from sec_engine.artifact_contract import position_limit, write_manifest
-from sec_engine.calibration import calibrate
+from sec_engine.calibration import calibrate, device_clock
 from sec_engine.callbacks import EngineCallbacks, NullCallbacks, Phase
 from sec_engine.data.encoding import encode, pad_id
 from sec_engine.data.splits import DataBundle, load_data
@@ -105,7 +106,7 @@ def run_job(
     plan = plan_job(state, stages, throughput, elapsed_s=time.monotonic() - started)
     warnings = announce_plan(reporter, plan)
     state.spec = planned_spec(spec, plan)
-    timer = PhaseTimer()
+    timer = PhaseTimer(device_clock(state.device))
     reserve = min(
         wall.remaining() * 0.5,
         plan.predicted_seconds["evaluating_exporting"] * EXPORT_RESERVE_FACTOR,
@@ -172,7 +173,11 @@ def run_job(
     timer.enter(None)
     manifest = _manifest(state, stages, teacher_m, compressed_m, time.monotonic() - started)
     manifest["spec"] = spec.model_dump(mode="json")  # the user's spec; the plan is beside it
-    manifest["plan"] = {**plan.to_dict(), "actual_seconds": timer.seconds}
+    manifest["plan"] = {
+        **plan.to_dict(),
+        "actual_seconds": timer.seconds,
+        "actual_device_seconds": timer.device_seconds,
+    }
     manifest["warnings"] = warnings
     files = _finish(out_dir, manifest)
     reporter.progress(1.0)
@@ -294,6 +299,7 @@ def plan_job(
             pad=state.pad_id,
             device=state.device,
             hidden_states=any(s.wants_hidden_states for s in stages),
+            soft_features=[*state.features["train"], *state.features["unlabelled"]],
         )
     data = state.data
     sizes = Sizes(
@@ -372,18 +378,25 @@ def _check_teacher(state: EngineState) -> list[str]:
 
 
 class PhaseTimer:
-    """Wall seconds per phase, for the plan's predicted-vs-actual line in the manifest."""
+    """Wall seconds per phase, and the same in the calibration's clock (on a CPU: process CPU
+    time / threads), for the plan's predicted-vs-actual lines in the manifest. The wall says
+    how long the user waited; the device clock says whether the plan priced the work right,
+    whatever else ran on the machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, device_clock: Callable[[], float]) -> None:
         self.seconds: dict[str, float] = {}
-        self._current: tuple[str, float] | None = None
+        self.device_seconds: dict[str, float] = {}
+        self._clock = device_clock
+        self._current: tuple[str, float, float] | None = None
 
     def enter(self, name: str | None) -> None:
-        now = time.monotonic()
+        now, device_now = time.monotonic(), self._clock()
         if self._current is not None:
-            phase, since = self._current
+            phase, since, device_since = self._current
             self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - since, 1)
-        self._current = (name, now) if name is not None else None
+            spent = device_now - device_since
+            self.device_seconds[phase] = round(self.device_seconds.get(phase, 0.0) + spent, 1)
+        self._current = (name, now, device_now) if name is not None else None
 
 
 def _position_limit(model: nn.Module) -> int:
