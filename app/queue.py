@@ -140,13 +140,3 @@ class CeleryJobQueue:
     def close(self) -> None:
         """Release the broker connection pool (at API shutdown)."""
         self._celery.close()
-
-
-class RecordingJobQueue:
-    """For unit tests of the API: remembers what would have been sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def enqueue(self, job_id: str, queue: str) -> None:
-        self.sent.append((job_id, queue))

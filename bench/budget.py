@@ -1,4 +1,4 @@
-"""What the budget buys, and that load does not change it (issue 12, must-show 5 and 6).
+"""What the budget buys, and that load does not change it (docs/DESIGN_NOTES.md#targets).
 
     python -m bench.budget curve [--budgets 15,30,60,120] [--spec SPEC]
     python -m bench.budget load [--spec SPEC]

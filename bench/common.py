@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks: logging callbacks, load sampling, machine info, split digest.
 
-Every benchmark runs on the issue's machine class (a 2-core CPU shared with other work), so
+Every benchmark runs on the target machine class (a 2-core CPU shared with other work), so
 timings use a fixed thread count and the 1-minute load average is recorded next to them.
 """
 
@@ -24,7 +24,7 @@ from sec_engine.data.splits import DataBundle
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-THREADS = 2  # the issue's machine: a 2-core CPU; fixed so every timing uses the same threads
+THREADS = 2  # the target machine: a 2-core CPU; fixed so every timing uses the same threads
 
 
 class LogCallbacks:

@@ -1,4 +1,5 @@
-"""Issue 3, point 3: the default SEC job against an fp32 teacher fine-tuned on every label.
+"""The engine target (docs/DESIGN_NOTES.md#targets): the default SEC job against an fp32
+teacher fine-tuned on every label.
 
     python -m bench.engine_target [--quick] [--spec examples/minilm_rotten_tomatoes.yaml]
 
@@ -253,7 +254,7 @@ def summarise(
         },
     }
     return {
-        "issue": "3, What it must show, point 3",
+        "target": "the engine target (docs/DESIGN_NOTES.md#targets)",
         "quick": quick,
         "command": command,
         "spec": manifest["spec"],
@@ -299,8 +300,7 @@ def markdown(r: dict[str, Any]) -> str:
     aip = r["sec"]["techniques"].get("aip", {})
     sqd = r["sec"]["techniques"].get("sqd", {})
     lines = [
-        "# SEC engine target run (issue 3, point 3)"
-        + (" — QUICK (wiring only)" if r["quick"] else ""),
+        "# SEC engine target run" + (" — QUICK (wiring only)" if r["quick"] else ""),
         "",
         f"Command: `{r['command']}`  ",
         f"Seed: {r['seed']}; split (rows): "

@@ -1,4 +1,4 @@
-"""Which int8 scheme keeps a fine-tuned model's accuracy (issue 12): ONNX Runtime dynamic
+"""Which int8 scheme keeps a fine-tuned model's accuracy: ONNX Runtime dynamic
 quantization variants of one fp32 model, side by side, post-training (no QAT).
 
     python -m bench.int8_schemes [--model DIR] [--spec examples/minilm_rotten_tomatoes.yaml]

@@ -240,7 +240,7 @@ def label_summary(rows: list[Row]) -> list[str]:
 def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
     comp, t1, labels = (load_section(s, results) for s in ("compression", "table1", "labels"))
     lines = [
-        "# SEC benchmarks (issue 5)",
+        "# SEC benchmarks: the paper's tables",
         "",
         "Regenerate: `make bench` (full, hours on 2 cores) or `make bench BENCH_ARGS=--quick` "
         "(smoke: small data and short budgets; 13.1 min on a quiet 2-core box, 74 min on a loaded one); `python -m bench --report-only` rebuilds this file and the plots. "
@@ -276,16 +276,16 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
         source = "the SEC rows of this section"
         if not any(r.extra.get("lambda_trace") for r in rows) and ENGINE_TRACE.is_file():
             # A quick run's SEC jobs may end before the controller's first evaluation; the
-            # issue-3 target run (same spec, full data) then supplies the trace, said so.
+            # engine target run (same spec, full data) then supplies the trace, said so.
             traced = [
                 Row(
-                    "SEC, issue-3 target run",
+                    "SEC, engine target run",
                     "compression",
                     "sec",
                     extra={"lambda_trace": lambda_trace(ENGINE_TRACE)},
                 )
             ]
-            source = "the issue-3 target run (`python -m bench.engine_target`, full data)"
+            source = "the engine target run (`python -m bench.engine_target`, full data)"
         if plot_lambda(traced, results / PLOTS["lambda"]):
             lines += [
                 "### Synergy Controller: λ1/λ2 during compression",

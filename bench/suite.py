@@ -1,4 +1,4 @@
-"""The benchmark suite (issue 5): the paper's Tables 1-4, the peers, label efficiency.
+"""The benchmark suite: the paper's Tables 1-4, the peers, label efficiency.
 
     python -m bench [--quick] [--sections compression,table1,labels] [--report-only]
 

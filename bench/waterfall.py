@@ -1,4 +1,4 @@
-"""The drop waterfall (issue 12): how many accuracy points each step from the fp32 teacher to
+"""The drop waterfall: how many accuracy points each step from the fp32 teacher to
 the shipped int8 student costs, on one split, and the naive pipeline at equal size.
 
     python -m bench --sections waterfall [--spec bench/specs/minilm_rt_seed1.yaml --work var/bench/seed1]

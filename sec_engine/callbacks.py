@@ -76,25 +76,3 @@ class NullCallbacks:
 
     def should_cancel(self) -> bool:
         return False
-
-
-class RecordingCallbacks:
-    """Keeps everything in memory: the CLI writes it out, tests assert on it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-        self.rows: list[TraceRow] = []
-        self.progress_log: list[tuple[Phase, float]] = []
-        self.cancel_requested = False
-
-    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
-        self.events.append((kind, message, data or {}))
-
-    def trace(self, row: TraceRow) -> None:
-        self.rows.append(row)
-
-    def progress(self, phase: Phase, fraction: float) -> None:
-        self.progress_log.append((phase, fraction))
-
-    def should_cancel(self) -> bool:
-        return self.cancel_requested

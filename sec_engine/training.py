@@ -97,8 +97,9 @@ def _num_labels(model: nn.Module) -> int:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a probability vector per row (soft labels)."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    """Cross-entropy against a probability vector per row (soft labels), one value per row:
+    the caller weights the rows and reduces."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1)
 
 
 def make_optimizer(

@@ -99,6 +99,8 @@ class JobStatus(StrEnum):
 
 
 class ArtifactStatus(StrEnum):
+    """`ready` is the only status the service writes (see `Artifact`)."""
+
     PENDING = "pending"
     READY = "ready"
 
@@ -258,9 +260,11 @@ class TraceRow(Base):
 
 
 class Artifact(TimestampedModel, Base):
-    """The archived output of one job. `status` turns `ready` only after the archive is stored
-    and its sha256 recorded, in one transaction, so a crash mid-write never leaves a `ready`
-    artifact without a matching checksum."""
+    """The archived output of one job. The worker writes the row only once the archive is in
+    the store, already `ready` with its sha256, in the transaction that marks the job
+    `succeeded` (`app/jobs/state_machine.succeed`), so a crash mid-write leaves no row at all.
+    No code of the service writes `pending`: it is the column's default, so a row inserted
+    any other way is neither downloaded nor deployed (both refuse anything but `ready`)."""
 
     __tablename__ = "artifacts"
 

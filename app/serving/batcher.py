@@ -85,10 +85,6 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting (not counting the batch being run)."""
         return len(self._items)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(

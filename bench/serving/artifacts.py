@@ -13,7 +13,6 @@ is laid out, checksummed and packed exactly as what a job produces:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -26,7 +25,6 @@ from sec_engine.artifact_contract import (
     HF_DIR,
     ONNX_FP32,
     ONNX_INT8,
-    describe_files,
     write_manifest,
 )
 from workers.archive import make_archive
@@ -115,15 +113,3 @@ def pack(out_dir: Path, dest: Path, top: str) -> str:
     """The worker's archive of `out_dir`; returns its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     return make_archive(out_dir, dest, top=top)
-
-
-def file_records(out_dir: Path) -> list[dict[str, Any]]:
-    """The `files` column the worker records: path, size and sha256 of each file."""
-    return [
-        {"path": f.path, "size_bytes": f.size_bytes, "sha256": f.sha256}
-        for f in describe_files(out_dir)
-    ]
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -1,4 +1,4 @@
-"""results.json, results.md and results.png of the serving bench, with issue 13's targets."""
+"""results.json, results.md and results.png of the serving bench, with the serving targets."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def _target(value: float, target: float, *, at_most: bool) -> dict[str, Any]:
 
 
 def targets(results: list[dict[str, Any]], curves: dict[str, Any]) -> dict[str, Any]:
-    """Issue 13's must-show points 1-4, from this run (5 and 6 are measured elsewhere)."""
+    """Serving targets 1-4 (docs/DESIGN_NOTES.md#targets), from this run (5 and 6 are measured
+    elsewhere)."""
     low = min(r["clients"] for r in results)
     top = max(r["clients"] for r in results)
     out: dict[str, Any] = {"single_client": low, "at_clients": top}
@@ -188,7 +189,7 @@ def markdown(p: dict[str, Any], plot: str = "results.png") -> str:
         f" {p['deployments']}. ONNX Runtime intra-op threads {p['threads']}. One text per"
         f" request, real Rotten Tomatoes snippets, {p['seconds_per_scenario']} s per scenario.",
         "",
-        "## Targets (issue 13)",
+        "## Targets (docs/DESIGN_NOTES.md#targets)",
         "",
         "| # | target | measured | verdict |",
         "|---|---|---:|---|",

@@ -24,8 +24,9 @@ mean batch size (`/metrics`), and splits the server's CPU per request into the m
 bench/serving/model_curve.py), the tokenizer's and the rest (HTTP, validation, auth, rate
 limit, batching, JSON).
 
-Writes results.json, results.md (each target of issue 13 with its measured value, met or
-not) and results.png next to this file; `--quick` writes results.quick.* instead.
+Writes results.json, results.md (each serving target of docs/DESIGN_NOTES.md#targets with
+its measured value, met or not) and results.png next to this file; `--quick` writes
+results.quick.* instead.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         results: list[dict[str, Any]] = []
         # Client count outside, deployment inside: the batched / one-at-a-time pair at each
         # concurrency runs back to back, so drift over the run (warm caches, the box's other
-        # work) does not land on one side of the ratio issue 13 judges.
+        # work) does not land on one side of the ratio the target judges.
         for n in clients:
             for name, deployment in deployments.items():
                 row = run_scenario(

@@ -1,8 +1,9 @@
 """The lifecycle every technique plugs into, and the one state object they share.
 
 A stage is built from its frozen config section of the job spec (docs/DESIGN_NOTES.md: config -> stage
--> pure ops). The pipeline calls the hooks of every *enabled* stage, in spec order
-(ada, tal, aip, sqd), at fixed points:
+-> pure ops). The pipeline calls the hooks of every *enabled* stage, in the order
+`sec_engine/stages/registry.py` builds them (tal, ada, sqd, aip: data techniques first), at
+fixed points:
 
 1. ``initialize``      after model and data are loaded (check availability, plan);
 2. ``train_teacher``   the first stage returning True owns teacher training (TAL does, to

@@ -33,6 +33,7 @@ from sec_engine.training import (
     epoch_batches,
     forward,
     make_optimizer,
+    soft_cross_entropy,
     steps_for,
 )
 
@@ -196,7 +197,7 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
             data_credit -= 1.0
             d_batch, d_targets, d_weights = pool.sample(data_rng, cfg.batch_size, state.pad_id)
             d_logits, _ = forward(student, d_batch.inputs, state.device)
-            per_row = -(d_targets.to(state.device) * F.log_softmax(d_logits, dim=-1)).sum(-1)
+            per_row = soft_cross_entropy(d_logits, d_targets.to(state.device))
             w = d_weights.to(state.device)
             share = len(pool) / (len(pool) + len(feats))
             r_data = r_data + share * (per_row * w).sum() / w.sum().clamp_min(1e-8)

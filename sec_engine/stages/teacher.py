@@ -14,7 +14,15 @@ from torch import nn
 from sec_engine.data.encoding import Batch, Features
 from sec_engine.evaluation.metrics import classification_metrics
 from sec_engine.stages.base import EngineState, SoftSet
-from sec_engine.training import Deadline, FitResult, epoch_batches, fit, forward, predict_logits
+from sec_engine.training import (
+    Deadline,
+    FitResult,
+    epoch_batches,
+    fit,
+    forward,
+    predict_logits,
+    soft_cross_entropy,
+)
 
 
 def validation_metrics(state: EngineState, model: nn.Module) -> dict[str, float]:
@@ -68,7 +76,7 @@ def fine_tune(
             p_logits, _ = forward(m, pb.inputs, state.device)
             target = torch.from_numpy(pseudo.targets[pb.index]).to(state.device)
             weight = torch.from_numpy(pseudo.weights[pb.index]).to(state.device)
-            per_row = -(target * F.log_softmax(p_logits, dim=-1)).sum(-1)
+            per_row = soft_cross_entropy(p_logits, target)
             loss = loss + pseudo_weight * (per_row * weight).sum() / weight.sum().clamp_min(1e-8)
         return loss
 

@@ -16,9 +16,9 @@ from app.db.migrate import upgrade
 from app.db.models import Job, JobStatus
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from app.tenants.service import create_api_key, create_tenant
+from tests.doubles import RecordingJobQueue
 
 GOOD_CSV = b"text,label\ngreat film,pos\nawful plot,neg\nlovely acting,pos\ndull story,neg\n"
 

@@ -31,7 +31,7 @@ def test_migrate_then_create_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert second.stdout.strip().splitlines()[-1] != key
 
         from app.main import create_app
-        from app.queue import RecordingJobQueue
+        from tests.doubles import RecordingJobQueue
 
         with TestClient(create_app(get_settings(), job_queue=RecordingJobQueue())) as c:
             me = c.get("/v1/me", headers={"Authorization": f"Bearer {key}"})

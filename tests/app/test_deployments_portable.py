@@ -1,4 +1,4 @@
-"""Issue 4, "what it must show" #1: a downloaded artifact, unpacked, loads in a clean Python
+"""A downloaded artifact, unpacked, loads in a clean Python
 with only transformers / onnxruntime (none of our packages importable) and reproduces the
 endpoint's predictions on 100 inputs.
 

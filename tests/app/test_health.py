@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
+from tests.doubles import RecordingJobQueue
 
 pytestmark = pytest.mark.unit
 

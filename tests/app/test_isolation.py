@@ -56,7 +56,7 @@ def test_every_id_route_is_404_for_another_tenant(
             r = client.request(method.upper(), url, headers=tenant_b.headers, json={})
             assert r.status_code == 404, (method, path, r.status_code, r.text)
             checked += 1
-    assert checked >= 13  # every id route of this issue; later routes join automatically
+    assert checked >= 13  # every id route when this was written; later ones join automatically
 
     # A's objects are still there for A.
     assert (

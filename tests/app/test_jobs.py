@@ -27,7 +27,6 @@ from app.db.models import (
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.stream import job_event_stream
-from app.queue import RecordingJobQueue
 from tests.app.conftest import (
     TenantKey,
     count_rows,
@@ -36,6 +35,7 @@ from tests.app.conftest import (
     upload_dataset,
 )
 from tests.app.model_archives import model_files, zip_bytes
+from tests.doubles import RecordingJobQueue
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from tests.app.conftest import TenantKey
+from tests.doubles import RecordingJobQueue
 
 pytestmark = pytest.mark.unit
 

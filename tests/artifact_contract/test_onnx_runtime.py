@@ -1,4 +1,4 @@
-"""Issue 15 (a): the latency the engine writes to the manifest (`time_onnx`) and the sessions
+"""The latency the engine writes to the manifest (`time_onnx`) and the sessions
 the endpoint serves with (`load_model`) take their ONNX Runtime options from one function."""
 
 from __future__ import annotations

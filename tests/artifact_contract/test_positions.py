@@ -1,4 +1,4 @@
-"""Issue 15 (b): the engine and the server agree on the longest input of every model family
+"""The engine and the server agree on the longest input of every model family
 the engine accepts, and that length is the one the model really takes.
 
 Each family of `sec_engine.models.supported` is built as a tiny random-init classifier; the

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from app.storage import LocalArtifactStore
 from sec_engine.callbacks import EngineCallbacks
 from sec_engine.planning import Sizes, Throughput, make_plan
 from sec_engine.result import EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
+from tests.doubles import RecordingJobQueue
 from workers.context import WorkerContext
 from workers.job_runner import Outcome, run_job
 

@@ -1,4 +1,4 @@
-"""The API + a real Celery worker, end to end, on both runtime shapes (issue 2)."""
+"""The API + a real Celery worker, end to end, on both runtime shapes."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def test_every_unit_is_priced_and_the_teacher_is_untouched() -> None:
     ):
         assert value > 0
     # A soft batch is timed, not assumed: its cost is measured apart from the step's.
-    assert tp.soft_batch_s is not None and tp.soft_batch_s >= 0
+    assert tp.soft_batch_s is not None
+    assert tp.soft_batch_s >= 0
     assert tp.teacher_forward_s is not None
     for k, v in teacher.state_dict().items():
         torch.testing.assert_close(v, before[k])

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from sec_engine import checkpoint
-from sec_engine.callbacks import Phase, RecordingCallbacks
+from sec_engine.callbacks import Phase
 from sec_engine.pipeline import prepare_state, run_job
 from sec_engine.reporting import Reporter
 from sec_engine.result import EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
 from sec_engine.stages import tal as tal_stage
 from sec_engine.training import Deadline
+from tests.doubles import RecordingCallbacks
 from tests.sec_engine.conftest import write_sentiment_csv
 
 pytestmark = pytest.mark.unit

@@ -9,11 +9,12 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sec_engine.callbacks import Phase, RecordingCallbacks
+from sec_engine.callbacks import Phase
 from sec_engine.errors import DatasetError, JobCancelled, ModelLoadError
 from sec_engine.pipeline import run_job
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
+from tests.doubles import RecordingCallbacks
 
 pytestmark = pytest.mark.unit
 

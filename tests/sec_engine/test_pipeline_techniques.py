@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sec_engine.callbacks import Phase, RecordingCallbacks
+from sec_engine.callbacks import Phase
 from sec_engine.pipeline import run_job
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
+from tests.doubles import RecordingCallbacks
 from tests.sec_engine.conftest import make_tiny_model, write_sentiment_csv
 
 pytestmark = pytest.mark.unit

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sec_engine import planning
-from sec_engine.callbacks import RecordingCallbacks
 from sec_engine.data.splits import Example
 from sec_engine.pipeline import _check_teacher, dry_run, majority_baseline, run_job
 from sec_engine.planning import Sizes, Throughput, make_plan, planned_spec
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 from sec_engine.stages import ada, tal
+from tests.doubles import RecordingCallbacks
 
 pytestmark = pytest.mark.unit
 

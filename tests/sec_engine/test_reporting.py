@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sec_engine.callbacks import Phase, RecordingCallbacks, TraceRow
+from sec_engine.callbacks import Phase, TraceRow
 from sec_engine.reporting import Reporter
+from tests.doubles import RecordingCallbacks
 
 pytestmark = pytest.mark.unit
 

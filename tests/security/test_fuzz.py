@@ -37,9 +37,9 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from tests.app.conftest import GOOD_CSV, make_tenant
+from tests.doubles import RecordingJobQueue
 from tests.reliability.harness import figure
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""Issue 14 (part B): every hostile input gets a 4xx, with a message that names the problem.
+"""Every hostile input gets a 4xx, with a message that names the problem.
 
 Cursors past the 64-bit range (query and `Last-Event-ID`), spec values past their bounds, a
 GPU job on a deployment without GPU workers, huge ids echoed in errors, deeply nested JSON
@@ -21,10 +21,10 @@ from app.db.models import Job, JobStatus
 from app.errors import ECHO_MAX_CHARS, NotFound, cut_echoed_values
 from app.main import create_app
 from app.pagination import CURSOR_MAX
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from sec_engine.spec import AugmentationOperator, JobSpec
 from tests.app.conftest import TenantKey, count_rows, set_status, submit_job
+from tests.doubles import RecordingJobQueue
 
 pytestmark = pytest.mark.unit
 

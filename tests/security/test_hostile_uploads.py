@@ -1,4 +1,4 @@
-"""Issue 14, part A: every hostile upload gets a 4xx naming the problem, and a model archive is
+"""Every hostile upload gets a 4xx naming the problem, and a model archive is
 judged by the bytes of each member, not by its name.
 
 - JSON nested 100,000 levels deep (a dataset line, config.json, tokenizer_config.json, a

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Base
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from tests.app.conftest import TenantKey, upload_dataset
+from tests.doubles import RecordingJobQueue
 from tests.reliability.harness import figure
 
 pytestmark = pytest.mark.unit

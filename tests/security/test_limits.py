@@ -19,10 +19,10 @@ from app.deployments.schemas import PredictRequest
 from app.deployments.service import check_inputs
 from app.errors import InvalidInput, PayloadTooLarge
 from app.main import create_app
-from app.queue import RecordingJobQueue
 from app.settings import Settings
 from tests.app.conftest import TenantKey, count_rows, submit_job, upload_dataset
 from tests.app.model_archives import model_files, zip_bytes
+from tests.doubles import RecordingJobQueue
 from tests.reliability.harness import figure
 
 pytestmark = pytest.mark.unit

@@ -13,8 +13,8 @@ from app.db.models import Job, JobEvent, JobStatus
 from app.db.models import TraceRow as TraceRowModel
 from app.db.session import unit_of_work
 from app.jobs import state_machine
-from app.queue import RecordingJobQueue
 from sec_engine.callbacks import Phase, TraceRow
+from tests.doubles import RecordingJobQueue
 from tests.workers.conftest import T0, Clock
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
