@@ -62,7 +62,7 @@ from sec_engine.export.torch_int8 import quantize_torch_int8
 from sec_engine.pipeline import measurement_setup, prepare_state, run_job, seed_everything
 from sec_engine.reporting import Reporter
 from sec_engine.result import ResolvedInputs
-from sec_engine.spec import JobSpec
+from sec_engine.spec import JobSpec, Techniques
 from sec_engine.stages.teacher import fine_tune, validation_metrics
 from sec_engine.training import Deadline
 
@@ -95,7 +95,7 @@ def reference_spec(spec: JobSpec) -> JobSpec:
     techniques = spec.techniques.model_copy(
         update={
             name: getattr(spec.techniques, name).model_copy(update={"enabled": False})
-            for name in ("ada", "tal", "aip", "sqd")
+            for name in Techniques.model_fields
         }
     )
     budget = spec.budget.model_copy(update={"label_budget": 1.0})

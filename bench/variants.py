@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sec_engine.spec import JobSpec
+from sec_engine.spec import JobSpec, Techniques
 
-TECHNIQUES = ("ada", "tal", "aip", "sqd")
+TECHNIQUES = tuple(Techniques.model_fields)  # every technique section of the spec
 
 
 def variant(

@@ -158,7 +158,8 @@ def run_job(
             out_dir,
             scratch,
             spec.techniques.sqd.runtime,
-            max_size_mb=_size_limit(spec, teacher_m),
+            max_size_mb=spec.targets.size_target_mb(teacher_m.size_mb),
+            graph_passes=[s.rewrite_onnx for s in stages],
         )
     reporter.event("export.done", "artifact written", compressed_m.to_dict())
     measured_on = state.data.test or state.data.validation
@@ -539,16 +540,6 @@ def _clear_previous(out_dir: Path) -> None:
     shutil.rmtree(out_dir / HF_DIR, ignore_errors=True)
     for name in (ONNX_INT8, MANIFEST_NAME):
         (out_dir / name).unlink(missing_ok=True)
-
-
-def _size_limit(spec: JobSpec, teacher: Measured) -> float | None:
-    """The job's size target in MB, absolute or relative to the measured teacher."""
-    t = spec.targets
-    if t.max_size_mb is not None:
-        return t.max_size_mb
-    if t.min_compression is not None:
-        return teacher.size_mb / t.min_compression
-    return None
 
 
 def _targets_met(spec: JobSpec, teacher: Measured, compressed: Measured) -> dict[str, bool]:

@@ -95,6 +95,17 @@ class Targets(StrictModel):
             raise ValueError("give either targets.max_size_mb or targets.min_compression, not both")
         return self
 
+    def size_target_mb(self, teacher_mb: float) -> float | None:
+        """The size target in MB: `max_size_mb`, or the teacher's size / `min_compression`;
+        None when neither is set. `teacher_mb` is the caller's measure of the teacher: the
+        compression loop's, from its parameter count (fp32), while training; the export's,
+        from its file on disk, once measured."""
+        if self.max_size_mb is not None:
+            return self.max_size_mb
+        if self.min_compression is not None:
+            return teacher_mb / self.min_compression
+        return None
+
 
 class TrainingConfig(StrictModel):
     """Shared optimisation settings for teacher fine-tuning and student training."""

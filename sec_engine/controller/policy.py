@@ -117,12 +117,15 @@ class Observation:
 
 @dataclass(frozen=True)
 class Decision:
+    """What holds until the next evaluation, in quantities that name no technique: the loop
+    applies the λs and the data share, and each stage reads what concerns it in `after_eval`
+    (AIP: its pruning step scaled by the pressure, its last good masks when restoring)."""
+
     lambda1: float
     lambda2: float
     data_share: float  # share of steps that also train on an augmented / pseudo-labelled batch
-    prune_step_multiplier: float  # scales AIP's next step; 0 = hold
-    restore_last_good: bool  # AIP regrows to the last masks that were within T
-    stop_pruning: bool
+    compression_pressure: float  # scales a compressing stage's next step; 0 = hold
+    restore_best: bool  # compressing stages go back to their last state within T
     stop_training: bool
     rule: str  # which rule fired, for the trace
 
@@ -135,7 +138,7 @@ def _clamp(x: float, lo: float, hi: float) -> float:
 
 
 def initial_decision(lambda1: float, lambda2: float) -> Decision:
-    return Decision(lambda1, lambda2, DATA_SHARE_INITIAL, 1.0, False, False, False, "initial")
+    return Decision(lambda1, lambda2, DATA_SHARE_INITIAL, 1.0, False, False, "initial")
 
 
 def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) -> Decision:
@@ -151,7 +154,7 @@ def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) ->
         rule = "over_threshold"
         l1, l2 = obs.lambda1 * (1 / BACKOFF), obs.lambda2 * BACKOFF
         share = obs.data_share + 0.1
-        mult, restore, stop_pruning = 0.0, True, False
+        mult, restore = 0.0, True
     elif not size_met:
         rule = "slack_size_unmet"
         l1, l2 = obs.lambda1 * ease, obs.lambda2 * PUSH
@@ -159,12 +162,12 @@ def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) ->
         big_slack = slack >= 0.5 * obs.threshold
         hurry = obs.time_used >= 0.6
         mult = 1.5 if (big_slack or hurry) else 1.0
-        restore, stop_pruning = False, False
+        restore = False
     else:
         rule = "targets_met"
         l1, l2 = obs.lambda1, obs.lambda2
         share = obs.data_share
-        mult, restore, stop_pruning = 0.0, False, True
+        mult, restore = 0.0, False
 
     if obs.data_budget_used >= 1.0:
         l1 *= ease
@@ -175,9 +178,8 @@ def decide(obs: Observation, *, adaptive: bool, initial: tuple[float, float]) ->
         lambda1=_clamp(l1, LAMBDA_MIN, LAMBDA_MAX),
         lambda2=_clamp(l2, LAMBDA_MIN, LAMBDA_MAX),
         data_share=_clamp(share, DATA_SHARE_MIN, DATA_SHARE_MAX),
-        prune_step_multiplier=mult,
-        restore_last_good=restore,
-        stop_pruning=stop_pruning,
+        compression_pressure=mult,
+        restore_best=restore,
         stop_training=stop_training,
         rule=rule,
     )

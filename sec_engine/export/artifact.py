@@ -11,6 +11,7 @@ torch and ONNX Runtime, taking the faster as the reference) that are not part of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,13 @@ def export_compressed(
     scratch: Path,
     runtime: QuantRuntime,
     max_size_mb: float | None = None,
+    graph_passes: Sequence[Callable[[Path, Path], Path]] = (),
 ) -> Measured:
     """Write model/ and model.int8.onnx, then measure the int8 runtimes and pick one.
+
+    `graph_passes` rewrite the fp32 ONNX graph in turn before its int8 quantization (the
+    stages' `rewrite_onnx`: export techniques); each takes the graph and a scratch folder and
+    returns the graph to go on with.
 
     `max_size_mb` is the job's size target (absolute, or teacher size / min_compression):
     "auto" picks the faster runtime among those whose file on disk meets it, because a size
@@ -141,6 +147,8 @@ def export_compressed(
     fp32_onnx = export_onnx(
         model, setup.latency_inputs, setup.input_names, scratch / "student.onnx"
     )
+    for rewrite in graph_passes:
+        fp32_onnx = rewrite(fp32_onnx, scratch)
     int8_path = quantize_onnx_int8(fp32_onnx, out_dir / ONNX_INT8)
     ort_lat = time_onnx(
         int8_path, setup.latency_inputs, threads=setup.threads, runtime="onnxruntime-int8"

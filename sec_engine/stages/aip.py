@@ -5,9 +5,10 @@ every evaluation the controller compares the validation drop with T and the stag
 its decision:
 
 - within T → the current masks become the "last good" ones, and the level grows by
-  `step × multiplier` (the controller raises the multiplier while the slack is large);
-- over T   → back off: the last good masks are restored (regrowth) and the step halves;
-- targets met / hold → nothing changes.
+  `step × compression_pressure` (the controller raises the pressure while the slack is large);
+- over T (`restore_best`) → back off: the last good masks are restored (regrowth) and the
+  step halves;
+- targets met / hold (pressure 0) → nothing changes.
 
 Structured mode (default): heads and FFN neurons are ranked by first-order Taylor importance
 on training batches (masked structures keep a score, so a later selection can regrow them),
@@ -96,17 +97,17 @@ class AipStage(Stage):
     def after_eval(self, state: EngineState, decision: Decision) -> None:
         assert state.student is not None
         entry: dict[str, Any] = {"level_before": round(self.level, 4), "rule": decision.rule}
-        if decision.restore_last_good:
+        if decision.restore_best:
             self.level = self.good_level
             self.step = max(MIN_STEP, self.step * 0.5)
             self._restore(state.student)
             entry["action"] = "restore_last_good"
         else:
             self._mark_good()
-            if decision.stop_pruning or decision.prune_step_multiplier <= 0 or self.level >= 1.0:
+            if decision.compression_pressure <= 0 or self.level >= 1.0:
                 entry["action"] = "hold"
             else:
-                self.level = min(1.0, self.level + self.step * decision.prune_step_multiplier)
+                self.level = min(1.0, self.level + self.step * decision.compression_pressure)
                 self._prune_to_level(state)
                 entry["action"] = "prune"
         entry.update(
@@ -168,7 +169,7 @@ class AipStage(Stage):
             return round(1 - kept / total, 4) if total else 0.0
         return 0.0
 
-    def sparsity_progress(self) -> float | None:
+    def progress_toward_target(self) -> float | None:
         return self.level
 
     def finalize(self, state: EngineState) -> None:

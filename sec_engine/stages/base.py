@@ -2,8 +2,9 @@
 
 A stage is built from its frozen config section of the job spec (docs/DESIGN_NOTES.md: config -> stage
 -> pure ops). The pipeline calls the hooks of every *enabled* stage, in the order
-`sec_engine/stages/registry.py` builds them (tal, ada, sqd, aip: data techniques first), at
-fixed points:
+`sec_engine/stages/registry.py` builds them (by the phase and order each technique is
+registered with: data techniques, then model techniques, then export techniques), at fixed
+points:
 
 1. ``initialize``      after model and data are loaded (check availability, plan);
 2. ``train_teacher``   the first stage returning True owns teacher training (TAL does, to
@@ -13,7 +14,12 @@ fixed points:
 5. ``loss_terms``      every compression step: extra loss terms, grouped as data or model terms;
 6. ``after_eval``      every evaluation, with the controller's decision (AIP prunes, ADA adapts);
 7. ``finalize``        after compression (AIP removes pruned structure, SQD strips QAT);
-8. ``report``          what the stage did, for the manifest.
+8. ``rewrite_onnx``    at export, on the student's fp32 ONNX graph before int8 quantization;
+9. ``report``          what the stage did, for the manifest.
+
+The controller reads a stage through ``progress_toward_target`` (how much of its own
+compression target it has reached) and speaks to it through the generic ``Decision`` given
+to ``after_eval`` (compression pressure, restore-best), never by the technique's name.
 
 ``checkpoint_state`` / ``restore_checkpoint`` carry what a stage made during the teacher phase
 into the teacher checkpoint (sec_engine.checkpoint), so a resumed attempt that skips
@@ -25,6 +31,7 @@ Stages never call each other or the controller; they only read and write the sha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -158,8 +165,9 @@ class Stage:
         """Current sparsity of what this stage prunes (for the trace), if it prunes."""
         return None
 
-    def sparsity_progress(self) -> float | None:
-        """0..1 of this stage's pruning target reached (the controller's size proxy)."""
+    def progress_toward_target(self) -> float | None:
+        """0..1 of this stage's own compression target reached (the controller's size proxy,
+        the least of the stages' progress); None when the stage has no such target."""
         return None
 
     def planned_vocab_size(self) -> int | None:
@@ -168,6 +176,11 @@ class Stage:
 
     def finalize(self, state: EngineState) -> None:
         return None
+
+    def rewrite_onnx(self, fp32_onnx: Path, scratch: Path) -> Path:
+        """Export phase: the student's fp32 ONNX graph, rewritten (into `scratch`) before the
+        int8 quantization that makes the artifact's ONNX file; returns the graph to quantize."""
+        return fp32_onnx
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What this stage made in the teacher phase and needs later: JSON-able values and

@@ -25,7 +25,7 @@ from torch import nn
 
 from sec_engine.callbacks import Phase, TraceRow
 from sec_engine.controller.policy import Decision, Observation, decide, initial_decision
-from sec_engine.data.encoding import Batch, collate
+from sec_engine.data.encoding import Batch, Features, collate
 from sec_engine.stages.base import EngineState, LossTerms, SoftSet, Stage, StepContext
 from sec_engine.stages.teacher import validation_metrics
 from sec_engine.stages.teacher_cache import TeacherCache
@@ -98,14 +98,9 @@ def estimate_int8_mb(model: nn.Module, vocab_keep: int | None = None) -> float:
     return total / (1024 * 1024)
 
 
-def size_target_mb(state: EngineState) -> float | None:
-    t = state.spec.targets
-    if t.max_size_mb is not None:
-        return t.max_size_mb
-    if t.min_compression is not None:
-        teacher_mb = sum(p.numel() * 4 for p in state.teacher.parameters()) / (1024 * 1024)
-        return teacher_mb / t.min_compression
-    return None
+def teacher_fp32_mb(state: EngineState) -> float:
+    """The teacher's size in MB as the loop sees it: fp32 parameters (no file written)."""
+    return sum(p.numel() * 4 for p in state.teacher.parameters()) / (1024 * 1024)
 
 
 def threshold(state: EngineState) -> float:
@@ -113,36 +108,147 @@ def threshold(state: EngineState) -> float:
     return aip_t if aip_t is not None else state.spec.targets.max_accuracy_drop
 
 
+class KeepBest:
+    """What the loop keeps (see the module docstring): the student's weights at the latest
+    judgement within T of the controller's reference, else the most accurate ones."""
+
+    def __init__(self, student: nn.Module, teacher_accuracy: float, threshold: float) -> None:
+        self.student = student
+        self.teacher_accuracy = teacher_accuracy
+        self.threshold = threshold
+        self.good: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.best: tuple[float, dict[str, torch.Tensor]] = (
+            -1.0,
+            copy.deepcopy(student.state_dict()),
+        )
+
+    @property
+    def best_accuracy(self) -> float:
+        return self.best[0]
+
+    def judge(self, step: int, accuracy: float) -> None:
+        """The weights after `step`, at `accuracy` on validation. The reference is the
+        controller's (`Observation.reference_accuracy`): the teacher, or the student's best so
+        far, this accuracy included, when that is lower."""
+        reference = min(self.teacher_accuracy, max(self.best[0], accuracy))
+        if reference - accuracy <= self.threshold:
+            self.good = (step, copy.deepcopy(self.student.state_dict()))
+        if accuracy > self.best[0]:
+            self.best = (accuracy, copy.deepcopy(self.student.state_dict()))
+
+    def restore(self, state: EngineState) -> None:
+        """Load the kept weights into the student and say which they are."""
+        good = self.good
+        kept = "within_threshold" if good is not None else "most_accurate"
+        self.student.load_state_dict(good[1] if good is not None else self.best[1])
+        self.student.eval()
+        state.reporter.event(
+            "compression.kept",
+            f"kept the {kept.replace('_', ' ')} student state",
+            {
+                "kept": kept,
+                "step": good[0] if good is not None else None,
+                "best_accuracy": self.best[0],
+            },
+        )
+
+
+class LossAssembly:
+    """Eq. 5 for one step: L_task + the stages' task terms + λ1·R_data + λ2·R_model (see the
+    module docstring). Owns what the terms are drawn from: the teacher's outputs (cached once
+    when a stage wants them) and the pool of soft-labelled rows, sampled with a seeded
+    generator in the share of steps the controller gives the data module."""
+
+    def __init__(self, state: EngineState, stages: list[Stage], feats: list[Features]) -> None:
+        self.state = state
+        self.stages = stages
+        self.labels = torch.as_tensor(state.train_labels(), dtype=torch.long)
+        self.labelled_rows = len(feats)
+        self.pool = _DataPool(list(state.soft_sets))
+        self.pool_version = state.data_version
+        self.data_rng = np.random.default_rng([state.spec.seed, 7])
+        self.wants_hidden = any(s.wants_hidden_states for s in stages)
+        self.wants_teacher = any(s.wants_teacher_outputs for s in stages)
+        self.cache = (
+            TeacherCache.build(
+                state.teacher,
+                feats,
+                hidden=self.wants_hidden,
+                pad=state.pad_id,
+                device=state.device,
+            )
+            if self.wants_teacher
+            else None
+        )
+        self.data_credit = 0.0
+
+    def step(
+        self, student: nn.Module, batch: Batch, decision: Decision, size_gap: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss to minimise on `batch`, and its L_task, R_data and R_model (R_model
+        already scaled by the distance to the size target)."""
+        state, stages = self.state, self.stages
+        s_logits, s_hidden = forward(
+            student, batch.inputs, state.device, hidden_states=self.wants_hidden
+        )
+        t_logits = t_hidden = None
+        if self.cache is not None:
+            width = int(batch.inputs["input_ids"].shape[1])
+            t_logits, t_hidden = self.cache.batch(batch.index, width, state.device)
+        elif self.wants_teacher:
+            with torch.no_grad():
+                t_logits, t_hidden = forward(
+                    state.teacher, batch.inputs, state.device, hidden_states=self.wants_hidden
+                )
+        y = self.labels[batch.index].to(state.device)
+        loss_task = F.cross_entropy(s_logits, y)
+        ctx = StepContext(batch, s_logits, s_hidden, t_logits, t_hidden, y, None, None)
+        terms = [s.loss_terms(state, ctx) for s in stages]
+        loss = loss_task + sum(
+            (v for t in terms for v in t.task.values()), torch.zeros((), device=state.device)
+        )
+        r_model = _sum_group(terms, "model", state.device)
+        r_data = _sum_group(terms, "data", state.device)
+        if state.data_version != self.pool_version:  # ADA rebuilt its set from the student's losses
+            self.pool, self.pool_version = (
+                _DataPool(list(state.soft_sets), seen=self.pool.seen),
+                state.data_version,
+            )
+        pool = self.pool
+        self.data_credit += decision.data_share
+        if len(pool) and self.data_credit >= 1.0:
+            self.data_credit -= 1.0
+            batch_size = state.spec.training.batch_size
+            d_batch, d_targets, d_weights = pool.sample(self.data_rng, batch_size, state.pad_id)
+            d_logits, _ = forward(student, d_batch.inputs, state.device)
+            per_row = soft_cross_entropy(d_logits, d_targets.to(state.device))
+            w = d_weights.to(state.device)
+            share = len(pool) / (len(pool) + self.labelled_rows)
+            r_data = r_data + share * (per_row * w).sum() / w.sum().clamp_min(1e-8)
+        r_model = r_model * (1.0 + size_gap)
+        loss = loss + state.lambda1 * r_data + state.lambda2 * r_model
+        return loss, loss_task, r_data, r_model
+
+
 def run_compression(state: EngineState, stages: list[Stage]) -> None:
+    """The loop: a step of `LossAssembly` at a time; every `eval_every_steps` an observation,
+    the controller's decision, the stages' reaction and a judgement by `KeepBest`, whose
+    kept weights the student ends with."""
     spec = state.spec
     cfg = spec.training
     student = state.student
     assert student is not None
     student.to(state.device).train()
-    labels_t = torch.as_tensor(state.train_labels(), dtype=torch.long)
     feats = state.labelled_features()
     total = steps_for(len(feats), cfg.batch_size, cfg.student_epochs)
     extra = [p for s in stages for p in s.extra_parameters()]
     lr = cfg.student_learning_rate or cfg.learning_rate
     optimizer, scheduler = make_optimizer(student, lr, total, extra_params=extra)
     batches = epoch_batches(feats, cfg.batch_size, state.pad_id, spec.seed + 1)
-    pool = _DataPool(list(state.soft_sets))
-    pool_version = state.data_version
-    data_rng = np.random.default_rng([spec.seed, 7])
-    wants_hidden = any(s.wants_hidden_states for s in stages)
-    wants_teacher = any(s.wants_teacher_outputs for s in stages)
-    cache = (
-        TeacherCache.build(
-            state.teacher, feats, hidden=wants_hidden, pad=state.pad_id, device=state.device
-        )
-        if wants_teacher
-        else None
-    )
-    target_mb = size_target_mb(state)
+    losses = LossAssembly(state, stages, feats)
+    target_mb = spec.targets.size_target_mb(teacher_fp32_mb(state))
     decision = initial_decision(state.lambda1, state.lambda2)
-    data_credit = 0.0
-    good: tuple[int, dict[str, torch.Tensor]] | None = None
-    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, copy.deepcopy(student.state_dict()))
+    keep = KeepBest(student, state.teacher_val_accuracy, threshold(state))
     size_gap = 1.0
     running: dict[str, float] = {"task": 0.0, "data": 0.0, "model": 0.0, "n": 0.0}
     state.reporter.event(
@@ -158,51 +264,10 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
             if step - 1 > last_eval:
                 # The steps since the last evaluation are trained weights too: judge them
                 # before choosing, or a deadline between evaluations throws them away.
-                acc = validation_metrics(state, student)["accuracy"]
-                reference = min(state.teacher_val_accuracy, max(best[0], acc))
-                if reference - acc <= threshold(state):
-                    good = (step - 1, copy.deepcopy(student.state_dict()))
-                if acc > best[0]:
-                    best = (acc, copy.deepcopy(student.state_dict()))
+                keep.judge(step - 1, validation_metrics(state, student)["accuracy"])
             break
         batch = next(batches)
-        s_logits, s_hidden = forward(
-            student, batch.inputs, state.device, hidden_states=wants_hidden
-        )
-        t_logits = t_hidden = None
-        if cache is not None:
-            width = int(batch.inputs["input_ids"].shape[1])
-            t_logits, t_hidden = cache.batch(batch.index, width, state.device)
-        elif wants_teacher:
-            with torch.no_grad():
-                t_logits, t_hidden = forward(
-                    state.teacher, batch.inputs, state.device, hidden_states=wants_hidden
-                )
-        y = labels_t[batch.index].to(state.device)
-        loss_task = F.cross_entropy(s_logits, y)
-        ctx = StepContext(batch, s_logits, s_hidden, t_logits, t_hidden, y, None, None)
-        terms = [s.loss_terms(state, ctx) for s in stages]
-        loss = loss_task + sum(
-            (v for t in terms for v in t.task.values()), torch.zeros((), device=state.device)
-        )
-        r_model = _sum_group(terms, "model", state.device)
-        r_data = _sum_group(terms, "data", state.device)
-        if state.data_version != pool_version:  # ADA rebuilt its set from the student's losses
-            pool, pool_version = (
-                _DataPool(list(state.soft_sets), seen=pool.seen),
-                state.data_version,
-            )
-        data_credit += decision.data_share
-        if len(pool) and data_credit >= 1.0:
-            data_credit -= 1.0
-            d_batch, d_targets, d_weights = pool.sample(data_rng, cfg.batch_size, state.pad_id)
-            d_logits, _ = forward(student, d_batch.inputs, state.device)
-            per_row = soft_cross_entropy(d_logits, d_targets.to(state.device))
-            w = d_weights.to(state.device)
-            share = len(pool) / (len(pool) + len(feats))
-            r_data = r_data + share * (per_row * w).sum() / w.sum().clamp_min(1e-8)
-        r_model = r_model * (1.0 + size_gap)
-        loss = loss + state.lambda1 * r_data + state.lambda2 * r_model
+        loss, loss_task, r_data, r_model = losses.step(student, batch, decision, size_gap)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -218,17 +283,16 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
             state.reporter.progress(step / total)
         if step % cfg.eval_every_steps == 0 or step == total:
             last_eval = step
-            obs, acc = _observe(state, stages, pool, step, total, decision, target_mb, best[0])
+            obs, acc = _observe(
+                state, stages, losses.pool, step, total, decision, target_mb, keep.best_accuracy
+            )
             size_gap = obs.size_gap
             decision = decide(
                 obs,
                 adaptive=spec.controller.adaptive,
                 initial=(spec.controller.lambda1, spec.controller.lambda2),
             )
-            if obs.accuracy_drop <= obs.threshold:
-                good = (step, copy.deepcopy(student.state_dict()))
-            if acc > best[0]:
-                best = (acc, copy.deepcopy(student.state_dict()))
+            keep.judge(step, acc)
             _trace(state, stages, step, obs, decision, running)
             running = dict.fromkeys(running, 0.0)
             state.lambda1, state.lambda2 = decision.lambda1, decision.lambda2
@@ -236,14 +300,7 @@ def run_compression(state: EngineState, stages: list[Stage]) -> None:
                 s.after_eval(state, decision)
             student.train()
 
-    kept = "within_threshold" if good is not None else "most_accurate"
-    student.load_state_dict(good[1] if good is not None else best[1])
-    student.eval()
-    state.reporter.event(
-        "compression.kept",
-        f"kept the {kept.replace('_', ' ')} student state",
-        {"kept": kept, "step": good[0] if good is not None else None, "best_accuracy": best[0]},
-    )
+    keep.restore(state)
 
 
 def _sum_group(terms: list[LossTerms], group: str, device: torch.device) -> torch.Tensor:
@@ -269,7 +326,7 @@ def _observe(
     the planned steps done, not of the wall clock: load must not change the decisions."""
     assert state.student is not None
     acc = validation_metrics(state, state.student)["accuracy"]
-    progress = [p for s in stages if (p := s.sparsity_progress()) is not None]
+    progress = [p for s in stages if (p := s.progress_toward_target()) is not None]
     vocab_keep = next((v for s in stages if (v := s.planned_vocab_size()) is not None), None)
     obs = Observation(
         step=step,

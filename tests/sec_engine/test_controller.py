@@ -29,8 +29,8 @@ def test_accuracy_drop_over_threshold_lowers_lambda2_and_backs_off_pruning() -> 
     d = decide(_obs(val_accuracy=0.85), adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "over_threshold"
     assert d.lambda2 < 0.5
-    assert d.prune_step_multiplier == 0.0
-    assert d.restore_last_good
+    assert d.compression_pressure == 0.0
+    assert d.restore_best
     assert d.lambda1 > 0.5  # more data signal to recover
     assert d.data_share > 0.5
 
@@ -39,20 +39,21 @@ def test_slack_with_size_target_unmet_raises_lambda2_and_prunes() -> None:
     d = decide(_obs(val_accuracy=0.899), adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "slack_size_unmet"
     assert d.lambda2 > 0.5
-    assert d.prune_step_multiplier >= 1.0
-    assert not d.restore_last_good
+    assert d.compression_pressure >= 1.0
+    assert not d.restore_best
 
 
 def test_large_slack_prunes_faster_than_small_slack() -> None:
     small = decide(_obs(val_accuracy=0.8945), adaptive=True, initial=(0.5, 0.5))
     large = decide(_obs(val_accuracy=0.90), adaptive=True, initial=(0.5, 0.5))
-    assert large.prune_step_multiplier > small.prune_step_multiplier
+    assert large.compression_pressure > small.compression_pressure
 
 
 def test_targets_met_holds_and_stops_pruning() -> None:
     d = decide(_obs(size_mb=9.0, sparsity_progress=1.0), adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "targets_met"
-    assert d.stop_pruning
+    assert d.compression_pressure == 0.0  # hold: no pruning step
+    assert not d.restore_best
     assert (d.lambda1, d.lambda2) == (0.5, 0.5)
 
 
@@ -74,7 +75,7 @@ def test_without_size_target_pruning_progress_is_the_gap() -> None:
 def test_size_met_early_does_not_stop_unfinished_pruning() -> None:
     d = decide(_obs(size_mb=9.0, sparsity_progress=0.3), adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "slack_size_unmet"
-    assert d.prune_step_multiplier > 0
+    assert d.compression_pressure > 0
 
 
 def test_time_spent_stops_training() -> None:
@@ -86,8 +87,8 @@ def test_non_adaptive_keeps_lambdas_fixed_but_pruning_still_reacts() -> None:
     over = decide(_obs(val_accuracy=0.8, lambda2=0.5), adaptive=False, initial=(0.5, 0.5))
     slack = decide(_obs(), adaptive=False, initial=(0.5, 0.5))
     assert (over.lambda1, over.lambda2) == (0.5, 0.5) == (slack.lambda1, slack.lambda2)
-    assert over.restore_last_good
-    assert slack.prune_step_multiplier > 0
+    assert over.restore_best
+    assert slack.compression_pressure > 0
 
 
 def test_scripted_sequence_is_deterministic_and_bounded() -> None:
@@ -147,8 +148,8 @@ def test_student_below_teacher_but_at_its_best_still_prunes() -> None:
     # layer drop's, not pruning's, so pruning goes on.
     d = decide(_obs(val_accuracy=0.86, best_accuracy=0.86), adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "slack_size_unmet"
-    assert d.prune_step_multiplier > 0
-    assert not d.restore_last_good
+    assert d.compression_pressure > 0
+    assert not d.restore_best
 
 
 def test_drop_from_students_best_over_threshold_backs_off() -> None:
@@ -158,7 +159,7 @@ def test_drop_from_students_best_over_threshold_backs_off() -> None:
     d = decide(obs, adaptive=True, initial=(0.5, 0.5))
     assert d.rule == "over_threshold"
     assert d.lambda2 < 0.5
-    assert d.restore_last_good
+    assert d.restore_best
 
 
 def test_reference_never_exceeds_the_teacher() -> None:
