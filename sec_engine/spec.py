@@ -264,11 +264,31 @@ class SqdConfig(StrictModel):
     )
 
 
+class Int4Config(StrictModel):
+    """Int4 weight-only quantization of the ONNX artifact's weight matrices (MatMulNBits).
+
+    At export, the student's linear layers are stored in 4 bits in blocks of `block_size`
+    input weights with one scale each; embeddings and the classifier stay int8. The file keeps
+    its name (`model.int8.onnx`) and is served as before; ONNX Runtime measures it.
+    """
+
+    enabled: bool = False
+    block_size: Literal[16, 32, 64, 128, 256] = 32
+    symmetric: bool = Field(default=True, description="No zero point: one scale per block.")
+    accuracy_level: int = Field(
+        default=0,
+        ge=0,
+        le=4,
+        description="MatMulNBits' activation compute type: 0 the kernel's default, 4 int8.",
+    )
+
+
 class Techniques(StrictModel):
     ada: AdaConfig = AdaConfig()
     tal: TalConfig = TalConfig()
     aip: AipConfig = AipConfig()
     sqd: SqdConfig = SqdConfig()
+    int4: Int4Config = Int4Config()
 
 
 class ControllerConfig(StrictModel):

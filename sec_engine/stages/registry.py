@@ -39,6 +39,7 @@ TECHNIQUES: dict[str, Registration] = {
     "ada": Registration("sec_engine.stages.ada:AdaStage", StagePhase.DATA, 20),
     "sqd": Registration("sec_engine.stages.sqd:SqdStage", StagePhase.MODEL, 10),
     "aip": Registration("sec_engine.stages.aip:AipStage", StagePhase.MODEL, 20),
+    "int4": Registration("sec_engine.stages.int4:Int4Stage", StagePhase.EXPORT, 10),
 }
 
 
