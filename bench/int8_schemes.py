@@ -8,7 +8,9 @@ quantization variants of one fp32 model, side by side, post-training (no QAT).
 cores) and kept under var/bench/int8/. Every variant is scored on the spec's validation and
 test splits (2,550 rows for Rotten Tomatoes: the difference of two schemes on the same rows is
 what matters) and timed at batch 32, seq 128 with the engine's own ONNX Runtime options.
-The engine's export scheme (`sec_engine.compression.qat.EXPORT_SCHEME`) is marked.
+The engine's export scheme (`sec_engine.compression.qat.EXPORT_SCHEME`) is marked. The int4
+rows are the `techniques.int4` export: weight MatMuls in 4 bits (MatMulNBits) first, then the
+engine's int8 scheme on what is left (embeddings, pooler, classifier).
 
 Writes bench/results/int8_schemes.{json,md}.
 """
@@ -28,6 +30,7 @@ import torch
 
 from bench.common import RESULTS, ROOT, THREADS, LoadSampler, machine_info
 from sec_engine.cli import load_spec
+from sec_engine.compression.int4_ops import quantize_matmuls_int4
 from sec_engine.compression.qat import EXPORT_SCHEME
 from sec_engine.data.encoding import encode, fixed_length_batch, model_input_names, pad_id
 from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
@@ -39,6 +42,11 @@ from sec_engine.export.onnx_export import export_onnx
 
 DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
 WORK = ROOT / "var" / "bench" / "int8"
+
+ENGINE_OPTIONS = {
+    "per_channel": EXPORT_SCHEME.per_channel,
+    "reduce_range": EXPORT_SCHEME.reduce_range,
+}
 
 # name -> quantize_dynamic keyword arguments (None = the fp32 export itself)
 VARIANTS: dict[str, dict[str, Any] | None] = {
@@ -53,12 +61,12 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
         "per_channel": True,
         "op_types_to_quantize": ["MatMul"],
     },
-}
-
-
-ENGINE_OPTIONS = {
-    "per_channel": EXPORT_SCHEME.per_channel,
-    "reduce_range": EXPORT_SCHEME.reduce_range,
+    # `int4_block_size`: sec_engine.compression.int4_ops first, as techniques.int4 exports.
+    "int4 weights, blocks of 32 (+ engine int8 scheme)": {"int4_block_size": 32, **ENGINE_OPTIONS},
+    "int4 weights, blocks of 128 (+ engine int8 scheme)": {
+        "int4_block_size": 128,
+        **ENGINE_OPTIONS,
+    },
 }
 
 
@@ -98,7 +106,12 @@ def run(model_dir: Path, spec_path: Path, work: Path) -> dict[str, Any]:
             path = work / f"{len(rows)}.onnx"
             kw = dict(options)
             kw["weight_type"] = getattr(QuantType, kw.pop("weight_type", "QInt8"))
-            quantize_dynamic(fp32, path, **kw)
+            src = fp32
+            if "int4_block_size" in kw:
+                src = work / f"{len(rows)}.int4.onnx"
+                block = kw.pop("int4_block_size")
+                quantize_matmuls_int4(fp32, src, block_size=block, symmetric=True, accuracy_level=0)
+            quantize_dynamic(src, path, **kw)
         acc = {
             k: metrics_onnx(path, feats[k], labels[k], 64, pad_id(tok), THREADS)["accuracy"]
             for k in splits
