@@ -293,7 +293,7 @@ def _row(name: str, ref: Any, sec: Any) -> str:
     return f"| {name} | {ref} | {sec} |"
 
 
-def markdown(r: dict[str, Any]) -> str:
+def markdown(r: dict[str, Any], suffix: str = "") -> str:
     ref, sec = r["reference_teacher"]["test"], r["sec"]["test"]
     h2h = r["head_to_head_latency"]
     med = h2h["ms_per_batch_median"]
@@ -353,7 +353,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"heads per layer {aip.get('heads_per_layer')}, FFN width {aip.get('ffn_width_per_layer')}, "
         f"vocabulary {sqd.get('vocabulary')}.",
         "",
-        "Full numbers: `engine_target.json`; the SEC artifact's manifest: `engine_target.manifest.json`.",
+        f"Full numbers: `engine_target{suffix}.json`; the SEC artifact's manifest: "
+        f"`engine_target{suffix}.manifest.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         suffix = f".{args.spec.stem}{suffix}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"engine_target{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / f"engine_target{suffix}.md").write_text(markdown(summary))
+    (RESULTS / f"engine_target{suffix}.md").write_text(markdown(summary, suffix))
     shutil.copyfile(out_dir / "manifest.json", RESULTS / f"engine_target{suffix}.manifest.json")
     print(json.dumps(summary["checks"], indent=2))
     return 0 if summary["all_met"] else 1
