@@ -85,7 +85,7 @@ def section_waterfall(ctx: Context) -> dict[str, Any]:
     base_d.mkdir(parents=True, exist_ok=True)
     cands: dict[str, list[Candidate]] = {
         "reference teacher (all labels), fp32": fp32_candidates(teacher_dir, ctx.data, base_d),
-        "3-layer student (KD), fp32": fp32("kd"),
+        "layer-dropped student (KD), fp32": fp32("kd"),
         "+ head/FFN pruning, fp32": fp32("kd_aip"),
         "+ vocabulary pruning, fp32": fp32("naive"),
         "naive pipeline: + ONNX Runtime int8 PTQ": int8("naive"),
@@ -94,7 +94,7 @@ def section_waterfall(ctx: Context) -> dict[str, Any]:
     }
     how = {
         "reference teacher (all labels), fp32": "the suite's baseline: fine-tuned on every label",
-        "3-layer student (KD), fp32": "logit + hidden-state distillation from the reference",
+        "layer-dropped student (KD), fp32": "logit + hidden-state distillation from the reference",
         "+ head/FFN pruning, fp32": "AIP to the spec's head/FFN sparsity, fixed λ, no QAT",
         "+ vocabulary pruning, fp32": "as above, then the vocabulary cut to the tokens seen",
         "naive pipeline: + ONNX Runtime int8 PTQ": "the row above, int8 after training (PTQ)",
@@ -102,7 +102,7 @@ def section_waterfall(ctx: Context) -> dict[str, Any]:
         "SEC (TAL, ADA, adaptive controller, QAT)": "the user's spec as written",
     }
     keys = {
-        "3-layer student (KD), fp32": "kd",
+        "layer-dropped student (KD), fp32": "kd",
         "+ head/FFN pruning, fp32": "kd_aip",
         "+ vocabulary pruning, fp32": "naive",
         "naive pipeline: + ONNX Runtime int8 PTQ": "naive",
@@ -159,10 +159,10 @@ def waterfall_steps(rows: list[Row]) -> list[dict[str, Any]]:
     ref = "reference teacher (all labels), fp32"
     return [
         {"step": "label budget (teacher)", "points": delta(rows[1].name, ref)},
-        {"step": "layers (KD)", "points": delta("3-layer student (KD), fp32", ref)},
+        {"step": "layers (KD)", "points": delta("layer-dropped student (KD), fp32", ref)},
         {
             "step": "head/FFN pruning",
-            "points": delta("+ head/FFN pruning, fp32", "3-layer student (KD), fp32"),
+            "points": delta("+ head/FFN pruning, fp32", "layer-dropped student (KD), fp32"),
         },
         {
             "step": "vocabulary pruning",

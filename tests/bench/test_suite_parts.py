@@ -225,7 +225,7 @@ def test_waterfall_steps_are_differences_of_the_rows() -> None:
     names_acc = [
         ("reference teacher (all labels), fp32", 0.85),
         ("SEC job's own teacher (label budget), fp32", 0.845),
-        ("3-layer student (KD), fp32", 0.835),
+        ("layer-dropped student (KD), fp32", 0.835),
         ("+ head/FFN pruning, fp32", 0.834),
         ("+ vocabulary pruning, fp32", 0.834),
         ("naive pipeline: + ONNX Runtime int8 PTQ", 0.826),
