@@ -34,7 +34,7 @@ from app.queue import JobQueue
 from app.ratelimit import TenantRateLimiter
 from app.settings import Settings
 from app.state import AppState, app_state
-from app.storage import ArtifactStore
+from app.storage import BlobStore
 from app.tenants.auth import Authenticator, Principal, TenantRef
 
 P = ParamSpec("P")
@@ -118,11 +118,11 @@ async def get_settings_dep(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def get_store(state: StateDep) -> ArtifactStore:
+async def get_store(state: StateDep) -> BlobStore:
     return state.store
 
 
-StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+StoreDep = Annotated[BlobStore, Depends(get_store)]
 
 
 async def get_job_queue(state: StateDep) -> JobQueue:

@@ -2,7 +2,7 @@
 
 Defaults are the embedded shape: a SQLite database, Celery over kombu's SQLAlchemy transport
 on a SQLite file, and artifacts on local disk, all under `./var`. The production shape sets
-`SEC_DATABASE_URL` (Postgres), `SEC_BROKER_URL` (Redis) and `SEC_ARTIFACT_URL` (s3://...).
+`SEC_DATABASE_URL` (Postgres), `SEC_BROKER_URL` (Redis) and `SEC_STORE_URL` (s3://...).
 Tests build their own `Settings(...)` and pass it to `create_app`, rather than patching env.
 """
 
@@ -24,11 +24,13 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     var_dir: Path = VAR_DIR
     # Empty = derived from `var_dir` (see `_derive_paths`), so a test or a second instance that
-    # only sets `var_dir` gets its own database, broker file and artifact folder.
+    # only sets `var_dir` gets its own database, broker file and blob store folder.
     database_url: str = ""
     broker_url: str = ""
-    # file:// (or a bare path) for local disk; s3://bucket/prefix for an S3-compatible store.
-    artifact_url: str = ""
+    # The blob store (uploads, teacher checkpoints, artifacts: app/storage.py). file:// (or a
+    # bare path) for local disk, one machine; s3://bucket/prefix for an S3-compatible store,
+    # which is what lets the API and the workers run on different machines.
+    store_url: str = ""
     s3_endpoint_url: str | None = None
 
     # Upload limits (413 beyond them).
@@ -112,8 +114,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{var}/sec.db"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{var}/broker.db"
-        if not self.artifact_url:
-            self.artifact_url = f"file://{var}/artifacts"
+        if not self.store_url:
+            self.store_url = f"file://{var}/store"
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from app.queue import JobQueue
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import BlobStore
 from app.tenants.auth import Authenticator
 
 # An alias: inside the class, the name `sessionmaker` is the field above it.
@@ -24,7 +24,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sessionmaker: sessionmaker[Session]
-    store: ArtifactStore
+    store: BlobStore
     job_queue: JobQueue
     # Short side transactions a request makes while it holds its own connection (claiming an
     # Idempotency-Key). A pool of their own: drawn from the request pool, 15 requests each

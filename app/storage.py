@@ -1,13 +1,22 @@
-"""Where artifact archives live: a local directory (embedded shape) or an S3-compatible bucket.
+"""The blob store: every byte that crosses machines (uploaded datasets and models, teacher
+checkpoints, artifacts) lives here, in a local directory (the embedded shape, one machine) or
+an S3-compatible bucket (several machines: nothing assumes the API and a worker share a disk).
 
-Keys are relative, slash-separated paths (`<tenant>/<job>/<artifact>.tar.gz`). A key with
-`..`, a leading slash or a backslash is refused, so a key can never name a file outside the
-store. Writes are atomic: a reader sees the old object or the whole new one, never a part.
+Keys are relative, slash-separated paths; the helpers below name them
+(`dataset_key`, `model_key`, `checkpoint_key`, `artifact_key`). A key with `..`, a leading
+slash or a backslash is refused, so a key can never name a file outside the store. Writes are
+atomic: a reader sees the old object or the whole new one, never a part. Reads that know the
+blob's sha256 (`get_file`) verify it and refuse a mismatch.
+
+Errors a caller can act on: `BlobNotFound` (no such key), `ChecksumMismatch` (the bytes are
+not the ones recorded: never used), `StoreUnavailable` (the store could not be reached after
+the client's retries: a job retries later rather than fail).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +34,36 @@ class InvalidKey(ValueError):
     """The storage key could escape the store or is not a plain relative path."""
 
 
+class BlobNotFound(LookupError):
+    """No blob is stored under the key."""
+
+
+class ChecksumMismatch(ValueError):
+    """A blob's bytes do not hash to the sha256 recorded for it."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not answer (connection refused, timeouts, 5xx) after the client's retries."""
+
+
+def dataset_key(tenant_id: str, dataset_id: str, fmt: str) -> str:
+    return f"datasets/{tenant_id}/{dataset_id}.{fmt}"
+
+
+def model_key(tenant_id: str, model_id: str) -> str:
+    """The model archive as the user uploaded it (validated at upload, re-checked on extract)."""
+    return f"models/{tenant_id}/{model_id}.archive"
+
+
+def checkpoint_key(tenant_id: str, job_id: str) -> str:
+    """The job's teacher-phase checkpoint folder, as one tar (one object: atomic)."""
+    return f"checkpoints/{tenant_id}/{job_id}.tar"
+
+
+def artifact_key(tenant_id: str, job_id: str, artifact_id: str) -> str:
+    return f"{tenant_id}/{job_id}/{artifact_id}.tar.gz"
+
+
 def check_key(key: str) -> str:
     if not key or "\\" in key or "\x00" in key:
         raise InvalidKey(f"invalid storage key {key!r}")
@@ -34,9 +73,16 @@ def check_key(key: str) -> str:
     return key
 
 
-class ArtifactStore(Protocol):
+class BlobStore(Protocol):
     def put_file(self, key: str, src_path: Path) -> None:
-        """Store the file at `src_path` under `key`, atomically (all or nothing)."""
+        """Store the file at `src_path` under `key`, atomically (all or nothing), streaming
+        (multipart on S3 for big files): memory stays flat whatever the size."""
+        ...
+
+    def get_file(self, key: str, dest_path: Path, sha256: str | None = None) -> None:
+        """Stream the blob into `dest_path` (atomically: a temp file renamed into place).
+        With `sha256`, the bytes are hashed on the way and a mismatch raises ChecksumMismatch
+        with nothing left at `dest_path`. BlobNotFound if there is no such key."""
         ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -60,7 +106,30 @@ class ArtifactStore(Protocol):
 PARTIAL_WRITE_GLOB = ".*.tmp"
 
 
-class LocalArtifactStore:
+def _stream_to(dest_path: Path, chunks: Iterator[bytes], key: str, sha256: str | None) -> None:
+    """Write `chunks` to `dest_path` via a temp file beside it, hashing as it goes."""
+    dest_path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(
+        dir=dest_path.parent, prefix=f".{dest_path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise ChecksumMismatch(
+                f"blob {key!r}: sha256 {digest.hexdigest()} differs from the recorded {sha256}"
+            )
+        os.replace(tmp_name, dest_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -83,6 +152,11 @@ class LocalArtifactStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
+
+    def get_file(self, key: str, dest_path: Path, sha256: str | None = None) -> None:
+        if not self.exists(key):
+            raise BlobNotFound(f"no blob {key!r}")
+        _stream_to(dest_path, self.iter_bytes(key), key, sha256)
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -119,7 +193,7 @@ class LocalArtifactStore:
         return removed
 
 
-class S3ArtifactStore:
+class S3BlobStore:
     """S3 or any S3-compatible store (MinIO, R2...). Needs the `s3` extra (boto3).
 
     A PUT (or a completed multipart upload) becomes visible all at once, so uploads are
@@ -143,6 +217,12 @@ class S3ArtifactStore:
 
     def put_file(self, key: str, src_path: Path) -> None:
         self._client.upload_file(str(src_path), self.bucket, self._key(key))
+
+    def get_file(self, key: str, dest_path: Path, sha256: str | None = None) -> None:
+        # Minimal for now: existence check, then a streamed read (see iter_bytes).
+        if not self.exists(key):
+            raise BlobNotFound(f"no blob {key!r}")
+        _stream_to(dest_path, self.iter_bytes(key), key, sha256)
 
     def open(self, key: str) -> BinaryIO:
         body: BinaryIO = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -179,16 +259,16 @@ class S3ArtifactStore:
         return 0
 
 
-def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
+def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:
     if url.startswith("s3://"):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"artifact URL {url!r} names no bucket")
-        return S3ArtifactStore(bucket, prefix, endpoint_url=s3_endpoint_url)
+        return S3BlobStore(bucket, prefix, endpoint_url=s3_endpoint_url)
     if "://" in url and not url.startswith("file://"):
         raise ValueError(f"unsupported artifact URL {url!r}: use file://PATH, a path, or s3://")
-    return LocalArtifactStore(Path(url.removeprefix("file://")))
+    return LocalBlobStore(Path(url.removeprefix("file://")))
 
 
-def store_from_settings(settings: Settings) -> ArtifactStore:
-    return store_from_url(settings.artifact_url, s3_endpoint_url=settings.s3_endpoint_url)
+def store_from_settings(settings: Settings) -> BlobStore:
+    return store_from_url(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)

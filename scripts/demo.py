@@ -123,7 +123,7 @@ def main() -> int:
     console.print(f"data: {train} and {pool}")
 
     env = {**os.environ, "SEC_VAR_DIR": str(var_dir)}
-    for name in ("SEC_DATABASE_URL", "SEC_BROKER_URL", "SEC_ARTIFACT_URL"):
+    for name in ("SEC_DATABASE_URL", "SEC_BROKER_URL", "SEC_STORE_URL"):
         env.pop(name, None)  # derived from SEC_VAR_DIR: the demo never touches other state
     log_path = var_dir / "service.log"
     console.print(f"starting the service on port {args.port} (log: {log_path})")

@@ -22,7 +22,7 @@ from app.db.session import make_engine, make_sessionmaker
 from app.settings import Settings
 
 
-class ArtifactStore(Protocol):
+class BlobStore(Protocol):
     """The part of `app.storage`'s store the worker uses: upload one finished file under a key,
     and clear what killed uploads left behind."""
 
@@ -40,7 +40,7 @@ def default_worker_id() -> str:
 class WorkerContext:
     settings: Settings
     sessions: sessionmaker[Session]
-    store: ArtifactStore
+    store: BlobStore
     worker_id: str = field(default_factory=default_worker_id)
     clock: Callable[[], datetime] = utcnow
 

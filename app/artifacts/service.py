@@ -13,7 +13,7 @@ from starlette.responses import Response
 from app.artifacts import repository as repo
 from app.db.models import Artifact, ArtifactStatus
 from app.errors import Conflict, InternalError, NotFound
-from app.storage import ArtifactStore
+from app.storage import BlobStore
 
 
 class ArchiveResponse(FileResponse):
@@ -40,7 +40,7 @@ def download_filename(artifact: Artifact) -> str:
     return f"{artifact.id}{suffix}"
 
 
-def download(session: Session, tenant_id: str, artifact_id: str, store: ArtifactStore) -> Response:
+def download(session: Session, tenant_id: str, artifact_id: str, store: BlobStore) -> Response:
     """The tenant's artifact's archive as a response (or 404 / 409)."""
     artifact = repo.get(session, tenant_id, artifact_id)
     if artifact is None:
@@ -48,7 +48,7 @@ def download(session: Session, tenant_id: str, artifact_id: str, store: Artifact
     return download_response(artifact, store)
 
 
-def download_response(artifact: Artifact, store: ArtifactStore) -> Response:
+def download_response(artifact: Artifact, store: BlobStore) -> Response:
     if artifact.status != ArtifactStatus.READY or not artifact.sha256:
         raise Conflict(
             f"artifact {artifact.id!r} is not ready (status {artifact.status})",

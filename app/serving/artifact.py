@@ -30,7 +30,7 @@ from pathlib import Path
 
 from app.models.archive import ArchiveError, Limits, extract_archive, remove_tree
 from app.serving.errors import ModelLoadError
-from app.storage import ArtifactStore
+from app.storage import BlobStore
 from sec_engine.artifact_contract import (
     MANIFEST_NAME,
     ArtifactLayoutError,
@@ -67,7 +67,7 @@ class ArtifactRef:
 
 
 def prepare_artifact(
-    ref: ArtifactRef, store: ArtifactStore, root: Path, *, max_entries: int, max_ratio: float
+    ref: ArtifactRef, store: BlobStore, root: Path, *, max_entries: int, max_ratio: float
 ) -> Path:
     """A local directory with the artifact's files, every one checked against the record.
 
@@ -86,7 +86,7 @@ def prepare_artifact(
 
 
 def _extract_verified(
-    ref: ArtifactRef, store: ArtifactStore, root: Path, final: Path, limits: tuple[int, float]
+    ref: ArtifactRef, store: BlobStore, root: Path, final: Path, limits: tuple[int, float]
 ) -> None:
     tmp_root = root / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def _extract_verified(
         remove_tree(work)
 
 
-def _local_archive(ref: ArtifactRef, store: ArtifactStore, work: Path) -> Path:
+def _local_archive(ref: ArtifactRef, store: BlobStore, work: Path) -> Path:
     try:
         local = store.path_for(ref.storage_key)
         if local is not None:

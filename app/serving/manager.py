@@ -34,7 +34,7 @@ from app.serving.encoder import TextInput
 from app.serving.errors import BatcherClosed, DeploymentGone, ModelLoadError
 from app.serving.model import LoadedModel, Prediction, load_model
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import BlobStore
 
 log = structlog.get_logger("sec.serving")
 
@@ -75,7 +75,7 @@ class Deployed:
 
 
 class ServingManager:
-    def __init__(self, settings: Settings, store: ArtifactStore, source: DeploymentSource) -> None:
+    def __init__(self, settings: Settings, store: BlobStore, source: DeploymentSource) -> None:
         self.settings = settings
         self.store = store
         self.source = source

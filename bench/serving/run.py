@@ -81,7 +81,7 @@ def _server_env(var_dir: Path, threads: int) -> dict[str, str]:
             "SEC_VAR_DIR": str(var_dir),
             "SEC_DATABASE_URL": f"sqlite:///{var_dir}/sec.db",
             "SEC_BROKER_URL": f"sqla+sqlite:///{var_dir}/broker.db",
-            "SEC_ARTIFACT_URL": f"file://{var_dir}/artifacts",
+            "SEC_STORE_URL": f"file://{var_dir}/artifacts",
             "SEC_LOG_LEVEL": "WARNING",
             "SEC_INFERENCE_THREADS": str(threads),
             "SEC_INFERENCE_QUEUE_SIZE": "4096",
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             var_dir=var_dir,
             database_url=env["SEC_DATABASE_URL"],
             broker_url=env["SEC_BROKER_URL"],
-            artifact_url=env["SEC_ARTIFACT_URL"],
+            store_url=env["SEC_STORE_URL"],
         )
         registered = register(settings, [compressed, teacher])
         texts = rotten_tomatoes_snippets(2000)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from app.storage import InvalidKey, LocalArtifactStore, S3ArtifactStore, store_from_url
+from app.storage import (
+    BlobNotFound,
+    ChecksumMismatch,
+    InvalidKey,
+    LocalBlobStore,
+    S3BlobStore,
+    store_from_url,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_put_read_delete(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
+    store = LocalBlobStore(tmp_path / "store")
     src = tmp_path / "a.tar.gz"
     src.write_bytes(b"x" * 3_000_000)
     store.put_file("t1/job/a.tar.gz", src)
@@ -31,14 +39,14 @@ def test_put_read_delete(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
+    store = LocalBlobStore(tmp_path / "store")
     with pytest.raises(FileNotFoundError):
         store.put_file("k/a.bin", tmp_path / "missing")
     assert list((tmp_path / "store/k").iterdir()) == []
 
 
 def test_sweep_removes_only_stale_partial_writes(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
+    store = LocalBlobStore(tmp_path / "store")
     src = tmp_path / "a.tar.gz"
     src.write_bytes(b"archive")
     store.put_file("t1/job/a.tar.gz", src)
@@ -54,21 +62,21 @@ def test_sweep_removes_only_stale_partial_writes(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [live.name, "a.tar.gz"]
     assert (folder / "a.tar.gz").read_bytes() == b"archive"
     assert store.sweep_partial_writes(older_than_seconds=3600) == 0
-    assert LocalArtifactStore(tmp_path / "absent").sweep_partial_writes(3600) == 0
+    assert LocalBlobStore(tmp_path / "absent").sweep_partial_writes(3600) == 0
 
 
 @pytest.mark.parametrize(
     "key", ["", "../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", "./a", "a/\x00"]
 )
 def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
-    store = LocalArtifactStore(tmp_path)
+    store = LocalBlobStore(tmp_path)
     with pytest.raises(InvalidKey):
         store.path_for(key)
 
 
 def test_store_from_url(tmp_path: Path) -> None:
-    assert isinstance(store_from_url(f"file://{tmp_path}"), LocalArtifactStore)
-    assert isinstance(store_from_url(str(tmp_path)), LocalArtifactStore)
+    assert isinstance(store_from_url(f"file://{tmp_path}"), LocalBlobStore)
+    assert isinstance(store_from_url(str(tmp_path)), LocalBlobStore)
     with pytest.raises(ValueError, match="unsupported"):
         store_from_url("ftp://host/x")
     try:
@@ -78,5 +86,20 @@ def test_store_from_url(tmp_path: Path) -> None:
             store_from_url("s3://bucket/prefix")
     else:
         store = store_from_url("s3://bucket/prefix", s3_endpoint_url="http://127.0.0.1:1")
-        assert isinstance(store, S3ArtifactStore)
+        assert isinstance(store, S3BlobStore)
         assert store.prefix == "prefix"
+
+
+def test_get_file_verifies_the_checksum(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "store")
+    src = tmp_path / "blob"
+    src.write_bytes(b"payload" * 1000)
+    store.put_file("datasets/t/ds.csv", src)
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    store.get_file("datasets/t/ds.csv", tmp_path / "out/ds.csv", good)
+    assert (tmp_path / "out/ds.csv").read_bytes() == src.read_bytes()
+    with pytest.raises(ChecksumMismatch, match="differs"):
+        store.get_file("datasets/t/ds.csv", tmp_path / "bad/ds.csv", "0" * 64)
+    assert list((tmp_path / "bad").iterdir()) == []  # nothing left behind
+    with pytest.raises(BlobNotFound):
+        store.get_file("datasets/t/missing.csv", tmp_path / "x")

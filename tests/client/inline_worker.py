@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from sec_engine.callbacks import EngineCallbacks
 from sec_engine.planning import Sizes, Throughput, make_plan
 from sec_engine.result import EngineResult, ResolvedInputs
@@ -34,7 +34,7 @@ class InlineWorker:
         self.ctx = WorkerContext(
             settings=settings,
             sessions=db,
-            store=LocalArtifactStore(settings.var_dir / "artifacts"),
+            store=LocalBlobStore(settings.var_dir / "artifacts"),
             worker_id="inline-worker",
         )
         self.step_s = 0.05

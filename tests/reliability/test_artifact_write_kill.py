@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db.models import Artifact, ArtifactStatus, JobStatus
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from tests.reliability.harness import (
     Stack,
     chaos_settings,
@@ -83,7 +83,7 @@ def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url
     stray = len(list(store_root.rglob(".*.tmp")))
     # Every job is finished, so no writer is alive: the hourly sweep (here with no age
     # threshold) must clear every leftover and nothing else.
-    swept = LocalArtifactStore(store_root).sweep_partial_writes(older_than_seconds=0.0)
+    swept = LocalBlobStore(store_root).sweep_partial_writes(older_than_seconds=0.0)
     stray_after_sweep = len(list(store_root.rglob(".*.tmp")))
     missing_after_sweep = [a.id for a in ready if not (store_root / a.storage_key).is_file()]
     leftover_work = (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.serving.artifact import ArtifactRef
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from tests.serving.tiny_artifact import TinyArtifact, tiny_artifact
 
 
@@ -17,12 +17,12 @@ def tiny() -> TinyArtifact:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "store")
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "store")
 
 
 def stored_ref(
-    store: LocalArtifactStore, tiny: TinyArtifact, data: bytes | None = None
+    store: LocalBlobStore, tiny: TinyArtifact, data: bytes | None = None
 ) -> ArtifactRef:
     """Put the archive (or other bytes) in the store; the ref records the true checksums."""
     key = "ten/job/art.tar.gz"

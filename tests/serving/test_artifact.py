@@ -11,19 +11,19 @@ import pytest
 
 from app.serving.artifact import ArtifactRef, prepare_artifact
 from app.serving.errors import ModelLoadError
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from tests.serving.conftest import stored_ref
 from tests.serving.tiny_artifact import TinyArtifact
 
 pytestmark = pytest.mark.unit
 
 
-def _prepare(ref: ArtifactRef, store: LocalArtifactStore, root: Path) -> Path:
+def _prepare(ref: ArtifactRef, store: LocalBlobStore, root: Path) -> Path:
     return prepare_artifact(ref, store, root, max_entries=100, max_ratio=200.0)
 
 
 def test_a_good_archive_is_extracted_verified_and_cached(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     ref = stored_ref(store, tiny)
     root = tmp_path / "serving"
@@ -43,7 +43,7 @@ def test_a_good_archive_is_extracted_verified_and_cached(
 
 
 def test_archive_sha_mismatch_is_refused_before_extraction(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     data = bytearray(tiny.archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -80,7 +80,7 @@ def _tar(entries: dict[str, bytes], *, link: str | None = None) -> bytes:
 )
 def test_unsafe_archives_are_refused(
     tiny: TinyArtifact,
-    store: LocalArtifactStore,
+    store: LocalBlobStore,
     tmp_path: Path,
     entries: dict[str, bytes],
     link: str | None,
@@ -100,7 +100,7 @@ def test_unsafe_archives_are_refused(
 
 
 def test_unlisted_or_missing_files_are_refused(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     import hashlib
 
@@ -125,7 +125,7 @@ def test_unlisted_or_missing_files_are_refused(
 
 
 def test_a_record_without_checksums_is_refused(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     ref = stored_ref(store, tiny)
     bare = ArtifactRef(ref.artifact_id, ref.storage_key, "", ref.manifest)

@@ -13,7 +13,7 @@ from app.serving.artifact import ArtifactRef
 from app.serving.errors import DeploymentGone
 from app.serving.manager import LoadSpec, ServingManager
 from app.settings import Settings
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from tests.serving.conftest import stored_ref
 from tests.serving.tiny_artifact import TinyArtifact
 
@@ -42,13 +42,13 @@ class FakeSource:
         return True
 
 
-def _manager(tmp_path: Path, store: LocalArtifactStore, source: FakeSource) -> ServingManager:
+def _manager(tmp_path: Path, store: LocalBlobStore, source: FakeSource) -> ServingManager:
     settings = Settings(environment="test", var_dir=tmp_path / "var", inference_threads=1)
     return ServingManager(settings, store, source)
 
 
 def test_concurrent_requests_share_one_load_and_predict(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     source = FakeSource(stored_ref(store, tiny))
     manager = _manager(tmp_path, store, source)
@@ -66,7 +66,7 @@ def test_concurrent_requests_share_one_load_and_predict(
 
 
 def test_warm_up_records_failure_with_the_reason(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     source = FakeSource(stored_ref(store, tiny, b"not the recorded archive"))
     manager = _manager(tmp_path, store, source)
@@ -83,7 +83,7 @@ def test_warm_up_records_failure_with_the_reason(
 
 
 def test_deleted_during_warm_up_is_not_kept(
-    tiny: TinyArtifact, store: LocalArtifactStore, tmp_path: Path
+    tiny: TinyArtifact, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     source = FakeSource(stored_ref(store, tiny), ready_ok=False)  # the row is gone
     manager = _manager(tmp_path, store, source)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Dataset, Job, Tenant
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.settings import Settings
-from app.storage import LocalArtifactStore
+from app.storage import LocalBlobStore
 from sec_engine.callbacks import EngineCallbacks, Phase, TraceRow
 from sec_engine.errors import JobCancelled
 from sec_engine.result import EngineResult, ResolvedInputs
@@ -64,7 +64,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ctx(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> WorkerContext:
-    store = LocalArtifactStore(settings.var_dir / "artifacts")
+    store = LocalBlobStore(settings.var_dir / "artifacts")
     return WorkerContext(
         settings=settings, sessions=sessions, store=store, worker_id="w1", clock=clock
     )
