@@ -62,7 +62,7 @@ from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 from sec_engine.stages.base import EngineState, SoftSet, Stage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the fingerprint follows contents, not paths
 PHASE_DIR = "teacher"
 META_NAME = "checkpoint.json"
 WEIGHTS_NAME = "teacher.safetensors"
@@ -82,13 +82,19 @@ class TeacherCheckpoint:
     arrays: dict[str, np.ndarray]
 
 
+_INPUT_REFERENCES = ("base_model", "dataset", "validation_dataset", "unlabelled_dataset")
+
+
 def teacher_spec_view(spec: JobSpec) -> dict[str, Any]:
     """The parts of a spec that decide the teacher phase: base model, data and split, seed,
     device, the label budget, TAL and the teacher's training settings. Compression, targets,
     the controller, ADA (which runs after the teacher) and the time budget are left out, so a
     spec that changes only those reuses the teacher it trained."""
     d = spec.model_dump(mode="json")
-    for key in ("targets", "controller"):
+    # Where the model and the data are (paths, ids) is not what they are: their contents are
+    # hashed in `input_fingerprint`, so a retry on another machine, which downloads them into
+    # its own folder, still matches.
+    for key in ("targets", "controller", *_INPUT_REFERENCES):
         d.pop(key)
     d["techniques"] = {"tal": d["techniques"]["tal"]}
     d["budget"] = {"label_budget": d["budget"]["label_budget"]}
@@ -117,7 +123,8 @@ def input_fingerprint(spec: JobSpec, inputs: ResolvedInputs, model_source: str) 
     payload = {
         "format": FORMAT_VERSION,
         "spec": teacher_spec_view(spec),
-        "model": {"ref": inputs.model, "files": model_files},
+        # A folder is known by its files; a name (built-in or hub id) by the name.
+        "model": {"ref": None if model_files is not None else inputs.model, "files": model_files},
         "data": {k: None if p is None else sha256_file(p) for k, p in data.items()},
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -295,3 +295,23 @@ def test_the_teacher_view_keeps_what_the_teacher_depends_on() -> None:
         {"techniques": {"ada": OFF, "tal": {"rounds": 3}, "aip": OFF, "sqd": OFF}},
     ):
         assert checkpoint.teacher_spec_view(_spec(Path("d.csv"), **change)) != view
+
+
+def test_fingerprint_ignores_where_the_inputs_are(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """A retry on another machine downloads the same model and data into its own folder, and
+    the service's spec names them by id: the fingerprint must still match."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = write_sentiment_csv(tmp_path / "a" / "train.csv", 20)
+    elsewhere = tmp_path / "b" / "ds_123.csv"
+    shutil.copy(path, elsewhere)
+    model_copy = shutil.copytree(tiny_bert_dir, tmp_path / "other-machine" / "model")
+    here = checkpoint.input_fingerprint(
+        _spec(path), ResolvedInputs(str(tiny_bert_dir), path), str(tiny_bert_dir)
+    )
+    there = checkpoint.input_fingerprint(
+        _spec(elsewhere, base_model="mdl_abc"),
+        ResolvedInputs(str(model_copy), elsewhere),
+        str(model_copy),
+    )
+    assert here == there
