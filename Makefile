@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install wordnet lint format typecheck test test-unit test-integration test-gpu demo serve \
-	migrate bench clean chromium chaos load load-sdk fuzz
+	migrate bench clean chromium chaos load load-sdk fuzz s3
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' \
@@ -57,13 +57,13 @@ typecheck: ## mypy (strict, config in pyproject.toml)
 	$(PYTHON) -m mypy app workers sec_engine sec_client
 
 # GPU tests are deselected here (this suite runs on CPU machines); `make test-gpu` runs them.
-test: $(INSTALLED) ## The whole suite: unit + integration (needs Postgres and Redis running)
+test: $(INSTALLED) ## The whole suite: unit + integration (needs Postgres, Redis and `make s3` running)
 	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Fast unit tests only (no services)
 	$(PYTHON) -m pytest -m "unit and not gpu" $(PYTEST_ARGS)
 
-test-integration: $(INSTALLED) ## Integration tests only (Postgres, Redis, a real Celery worker)
+test-integration: $(INSTALLED) ## Integration tests only (Postgres, Redis, S3, a real Celery worker)
 	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
 
 test-gpu: $(INSTALLED) ## The GPU checks of the engine (needs CUDA)
@@ -74,6 +74,9 @@ demo: $(INSTALLED) ## A real job end to end: MiniLM-L6 on a Rotten Tomatoes subs
 
 serve: $(INSTALLED) ## Start the API and a worker on embedded defaults (SQLite, ./var)
 	$(PYTHON) -m app.launcher --host $(HOST) --port $(PORT)
+
+s3: $(INSTALLED) ## Start the tests' S3 server (SeaweedFS on 127.0.0.1:8333) unless one answers
+	bash scripts/s3_server.sh
 
 migrate: ## Apply the database migrations to SEC_DATABASE_URL
 	$(PYTHON) -m app.cli migrate

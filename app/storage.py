@@ -194,45 +194,87 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    """S3 or any S3-compatible store (MinIO, R2...). Needs the `s3` extra (boto3).
+    """S3 or any S3-compatible server (SeaweedFS, MinIO, R2...). Needs boto3 (the `s3` extra).
 
-    A PUT (or a completed multipart upload) becomes visible all at once, so uploads are
-    atomic by nature.
+    A PUT, or a completed multipart upload, becomes visible all at once: uploads are atomic by
+    nature. Files above `multipart_threshold` go up in `multipart_chunksize` parts, a few at a
+    time, and downloads stream in `CHUNK`s, so memory stays flat whatever the size. A failed
+    multipart upload is aborted by boto3's transfer manager; one whose process died is aborted
+    by `sweep_partial_writes` (and by the bucket's AbortIncompleteMultipartUpload rule).
+
+    Every call has connect/read timeouts and a bounded number of attempts ("standard" retries:
+    connection errors, throttling and 5xx, with backoff); what still fails is StoreUnavailable.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        *,
+        multipart_threshold: int = 16 * 1024 * 1024,
+        multipart_chunksize: int = 16 * 1024 * 1024,
+        max_concurrency: int = 4,
+        max_attempts: int = 3,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+    ) -> None:
         try:
             import boto3
+            from boto3.s3.transfer import TransferConfig
+            from botocore.config import Config
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError(
-                "an s3:// artifact store needs boto3: pip install 'sec-service[s3]'"
+                "an s3:// blob store needs boto3: pip install 'sec-service[s3]'"
             ) from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url)
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # total_max_attempts counts the first try (botocore's max_attempts does not).
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            # Servers on an endpoint URL (SeaweedFS, MinIO) serve /bucket/key, not
+            # bucket.host/key; AWS itself keeps its default (virtual-hosted) style.
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        )
+        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        # At most max_concurrency parts in memory at once.
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+        )
 
     def _key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_file(self, key: str, src_path: Path) -> None:
-        self._client.upload_file(str(src_path), self.bucket, self._key(key))
+        s3_key = self._key(key)
+        with _s3_errors(key):
+            self._client.upload_file(str(src_path), self.bucket, s3_key, Config=self._transfer)
 
     def get_file(self, key: str, dest_path: Path, sha256: str | None = None) -> None:
-        # Minimal for now: existence check, then a streamed read (see iter_bytes).
-        if not self.exists(key):
-            raise BlobNotFound(f"no blob {key!r}")
+        # One GET, streamed into a temp file and hashed on the way (no HEAD first: the object
+        # could go between the two). iter_bytes raises the store's errors; _stream_to then
+        # removes the temp file.
         _stream_to(dest_path, self.iter_bytes(key), key, sha256)
 
     def open(self, key: str) -> BinaryIO:
-        body: BinaryIO = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        """The object's body, a file-like stream. Errors while reading it are botocore's; use
+        `iter_bytes` or `get_file` to get them as StoreUnavailable."""
+        s3_key = self._key(key)
+        with _s3_errors(key):
+            body: BinaryIO = self._client.get_object(Bucket=self.bucket, Key=s3_key)["Body"]
         return body
 
     def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         body = self.open(key)
         try:
-            while chunk := body.read(chunk_size):
-                yield chunk
+            with _s3_errors(key):
+                while chunk := body.read(chunk_size):
+                    yield chunk
         finally:
             body.close()
 
@@ -240,33 +282,84 @@ class S3BlobStore:
         return None
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
+        s3_key = self._key(key)
         try:
-            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+            with _s3_errors(key):
+                self._client.head_object(Bucket=self.bucket, Key=s3_key)
+        except BlobNotFound:
+            return False
         return True
 
     def delete(self, key: str) -> None:
-        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        s3_key = self._key(key)
+        with _s3_errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=s3_key)
 
     def sweep_partial_writes(self, older_than_seconds: float) -> int:
-        # An interrupted S3 upload leaves no object, only (for multipart) unfinished parts,
-        # which the bucket's AbortIncompleteMultipartUpload lifecycle rule removes.
-        return 0
+        """Abort the multipart uploads under this store's prefix started more than
+        `older_than_seconds` ago: what a writer killed mid-upload left (an interrupted single
+        PUT leaves nothing). Uploads of live writers are younger than any sane threshold."""
+        cutoff = time.time() - older_than_seconds
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        aborted = 0
+        with _s3_errors(prefix):
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+        return aborted
+
+
+# botocore error codes that mean "no such object" (HEAD answers a bare 404).
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+@contextlib.contextmanager
+def _s3_errors(key: str) -> Iterator[None]:
+    """Translate botocore's errors into the store's: BlobNotFound for a missing object,
+    StoreUnavailable for what the retries could not get through (connection refused or
+    reset, timeouts, 5xx, throttling). Others (access denied, no such bucket: configuration
+    errors) pass through unchanged."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
+    from botocore.exceptions import ConnectionError as S3ConnectionError
+
+    try:
+        yield
+    except (S3ConnectionError, HTTPClientError, IncompleteReadError) as exc:
+        raise StoreUnavailable(f"blob {key!r}: the S3 store did not answer: {exc}") from exc
+    except (ClientError, S3UploadFailedError) as exc:
+        # upload_file re-raises a ClientError as S3UploadFailedError, the original as context.
+        error = exc if isinstance(exc, ClientError) else exc.__context__
+        if not isinstance(error, ClientError):
+            raise
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _NOT_FOUND_CODES:
+            raise BlobNotFound(f"no blob {key!r}") from exc
+        if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout"):
+            raise StoreUnavailable(f"blob {key!r}: the S3 store failed: {error}") from exc
+        raise
 
 
 def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:
     if url.startswith("s3://"):
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
-            raise ValueError(f"artifact URL {url!r} names no bucket")
+            raise ValueError(f"store URL {url!r} names no bucket")
         return S3BlobStore(bucket, prefix, endpoint_url=s3_endpoint_url)
     if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"unsupported artifact URL {url!r}: use file://PATH, a path, or s3://")
+        raise ValueError(f"unsupported store URL {url!r}: use file://PATH, a path, or s3://")
     return LocalBlobStore(Path(url.removeprefix("file://")))
 
 

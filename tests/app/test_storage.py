@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from app.storage import (
     InvalidKey,
     LocalBlobStore,
     S3BlobStore,
+    StoreUnavailable,
+    _s3_errors,
     store_from_url,
 )
 
@@ -103,3 +106,79 @@ def test_get_file_verifies_the_checksum(tmp_path: Path) -> None:
     assert list((tmp_path / "bad").iterdir()) == []  # nothing left behind
     with pytest.raises(BlobNotFound):
         store.get_file("datasets/t/missing.csv", tmp_path / "x")
+
+
+def _client_error(code: str, status: int) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+
+
+def _upload_failed(cause: Exception) -> Exception:
+    """What boto3's upload_file raises for a ClientError: S3UploadFailedError, the
+    ClientError as its context."""
+    from boto3.exceptions import S3UploadFailedError
+
+    error = S3UploadFailedError("Failed to upload")
+    error.__context__ = cause  # as `raise` inside boto3's `except ClientError` sets it
+    return error
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (lambda: _client_error("NoSuchKey", 404), BlobNotFound),
+        (lambda: _client_error("404", 404), BlobNotFound),  # HEAD: no body, bare status
+        (lambda: _client_error("InternalError", 500), StoreUnavailable),
+        (lambda: _client_error("SlowDown", 503), StoreUnavailable),
+        (lambda: _upload_failed(_client_error("ServiceUnavailable", 503)), StoreUnavailable),
+        (lambda: _endpoint_error(), StoreUnavailable),
+        (lambda: _read_timeout(), StoreUnavailable),
+    ],
+)
+def test_s3_errors_become_the_stores(raised: Any, expected: type[Exception]) -> None:
+    with pytest.raises(expected), _s3_errors("k"):
+        raise raised()
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        # Configuration errors: not "retry later", not "no such blob".
+        lambda: _client_error("AccessDenied", 403),
+        lambda: _client_error("NoSuchBucket", 404),
+        lambda: _upload_failed(_client_error("AccessDenied", 403)),
+    ],
+)
+def test_s3_configuration_errors_pass_through(raised: Any) -> None:
+    error = raised()
+    with pytest.raises(type(error)), _s3_errors("k"):
+        raise error
+
+
+def _endpoint_error() -> Exception:
+    from botocore.exceptions import EndpointConnectionError
+
+    return EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+
+def _read_timeout() -> Exception:
+    from botocore.exceptions import ReadTimeoutError
+
+    return ReadTimeoutError(endpoint_url="http://127.0.0.1:1")
+
+
+def test_s3_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = S3BlobStore("b", "p/", endpoint_url="http://127.0.0.1:1", max_attempts=4)
+    config = store._client.meta.config
+    assert store.prefix == "p"
+    assert config.s3 == {"addressing_style": "path"}  # what SeaweedFS and MinIO serve
+    assert config.retries == {"mode": "standard", "total_max_attempts": 4}
+    assert (config.connect_timeout, config.read_timeout) == (5.0, 60.0)
+    assert store._transfer.multipart_threshold == 16 * 1024 * 1024
+    # On AWS itself (no endpoint URL), boto3 chooses the addressing style.
+    assert not S3BlobStore("b")._client.meta.config.s3
