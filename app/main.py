@@ -40,7 +40,7 @@ from app.ratelimit import TenantRateLimiter
 from app.serving.manager import ServingManager
 from app.settings import Settings, get_settings
 from app.state import AppState
-from app.storage import store_from_settings
+from app.storage import StoreUnavailable, store_from_settings
 from app.tenants.auth import Authenticator
 from app.tenants.router import router as tenants_router
 from app.ttlcache import TTLCache
@@ -169,6 +169,18 @@ def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # Nothing was recorded (an upload's row is only written once its blob is stored):
+        # the client may simply send the request again.
+        log.warning("store_unavailable", error=str(exc))
+        message = "the blob store is unavailable; nothing was changed, try again shortly"
+        return JSONResponse(
+            {"error": {"code": "store_unavailable", "message": message}},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
+        """The API's scratch space for uploads being received and checked; what is accepted
+        goes to the blob store, and nothing stays here."""
         return self.var_dir / "uploads"
 
     @property

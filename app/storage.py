@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from typing import Any, BinaryIO, Protocol
 from app.settings import Settings
 
 CHUNK = 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidKey(ValueError):
@@ -365,3 +368,13 @@ def store_from_url(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore
 
 def store_from_settings(settings: Settings) -> BlobStore:
     return store_from_url(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)
+
+
+def delete_quietly(store: BlobStore, key: str) -> None:
+    """Delete a blob nothing will point at (a rolled-back upload, an ended job's checkpoint).
+    If the store cannot be reached now, the blob stays an orphan: it costs space, nothing
+    else, so this logs rather than fail what the caller is doing."""
+    try:
+        store.delete(key)
+    except StoreUnavailable:
+        logger.warning("could not delete the blob %s: the store is unavailable", key)

@@ -3,6 +3,9 @@ by the caller, as `app.db.migrate` and the tests do).
 
 `render_as_batch` is on for SQLite, whose ALTER TABLE cannot change columns in place, so
 later migrations work on both backends; `compare_type` makes autogenerate notice type changes.
+A batch change re-creates the table (copy, drop, rename), which SQLite's foreign-key checks
+refuse while other tables' rows point at it, so they are off for the migration's length on
+SQLite, as Alembic's batch documentation advises, and back on after.
 """
 
 from __future__ import annotations
@@ -54,19 +57,33 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    connection: Connection | None = config.attributes.get("connection")
-    if connection is not None:
+def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Outside any transaction (the pragma is a no-op inside one; pysqlite opens one only
+        # before a write). The commit ends SQLAlchemy's autobegun one, so that Alembic's own
+        # transaction below is the outermost and commits.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
         _configure(connection)
         with context.begin_transaction():
             context.run_migrations()
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
+def run_migrations_online() -> None:
+    connection: Connection | None = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
         return
     engine = make_engine(_database_url(), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run(conn)
     finally:
         engine.dispose()
 

@@ -263,7 +263,9 @@ class SecClient:
                     f"/v1/jobs/{job_id}/events/stream",
                     params=params,
                     headers=dict(self._headers),
-                    timeout=httpx.Timeout(30.0, read=120.0),
+                    # (connect, read, write, pool): a plain tuple, which any httpx-compatible
+                    # client passed as `http` takes (Starlette's TestClient is httpx2's).
+                    timeout=(30.0, 120.0, 30.0, 30.0),
                 ) as source:
                     if source.response.is_error:
                         source.response.read()

@@ -14,10 +14,16 @@ conditional on the job still being this worker's attempt, so if the reaper took 
 The engine is injected (`engine`), defaulting to `sec_engine.pipeline.run_job`, imported only
 here, inside the pool child, so the worker's parent process never loads torch or CUDA.
 
+Inputs and outputs cross machines through the blob store (`workers/staging.py`): the attempt
+downloads its datasets and uploaded model into its folder, checked against their sha256, and
+uploads its artifact. A store that does not answer (`StoreUnavailable`, after the client's
+own retries) queues the job again (`state_machine.retry_later`) rather than fail it.
+
 Resume: the engine saves its teacher phase under `<work_dir>/<job_id>/checkpoint/`, which
 outlives a killed attempt (each attempt clears only the `attempt-*` folders of killed ones),
-so the retry the reaper queues skips teacher training when it runs on the same machine. The
-folder goes when the job ends (succeeded, failed or cancelled) by this attempt's hand.
+and the worker uploads it to the store when it is saved (`checkpoint_key`). A retry on the
+same machine finds the folder; one on another machine fetches it from the store first. Both
+go when the job ends (succeeded, failed or cancelled) by this attempt's hand.
 
 TEST ONLY: the reliability tests kill real worker processes dozens of times, which would take
 hours with real training. They start workers with `SEC_TEST_ENGINE=module:function` naming a
@@ -33,6 +39,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +53,7 @@ from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.jobs import inputs as job_inputs
 from app.jobs import state_machine
 from app.jobs.state_machine import Attempt, ClaimedJob
+from app.storage import StoreUnavailable, artifact_key, checkpoint_key, delete_quietly
 from sec_engine.artifact_contract.files import describe_files
 from sec_engine.callbacks import EngineCallbacks, Phase
 from sec_engine.errors import EngineError, JobCancelled, SpecError
@@ -55,6 +63,7 @@ from workers.archive import make_archive
 from workers.context import WorkerContext
 from workers.db_callbacks import DbCallbacks
 from workers.heartbeat import Heartbeat
+from workers.staging import CheckpointUpload, fetch_checkpoint, stage_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +112,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"  # the job was taken from this worker (lease expired) before it finished
+    REQUEUED = "requeued"  # the blob store did not answer: queued again for a later attempt
 
 
 # Outcomes after which no attempt of the job will run again, so its checkpoint can go.
@@ -167,6 +177,7 @@ def run_job(
         shutil.rmtree(attempt_dir, ignore_errors=True)
         if outcome in _FINAL:
             shutil.rmtree(job_dir / CHECKPOINT_DIR, ignore_errors=True)
+            delete_quietly(ctx.store, checkpoint_key(job.tenant_id, job_id))
             with contextlib.suppress(OSError):
                 job_dir.rmdir()  # only when nothing else is left in it
 
@@ -186,29 +197,37 @@ def _run_claimed(
             spec = JobSpec.model_validate(job.spec)
         except ValidationError as exc:
             raise SpecError(f"the stored job spec is invalid: {exc}") from exc
-        inputs = job_inputs.for_engine(job.inputs)
+        stored = job_inputs.parse(job.inputs)
         # Leftovers of earlier attempts of this job whose worker was killed (its `finally`
         # never ran): this attempt owns the job now, and a killed attempt's half-written
         # archive can be gigabytes. The checkpoint next to them is kept: it is what the retry
         # resumes from.
         for leftover in attempt_dir.parent.glob("attempt-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        inputs = stage_inputs(ctx.store, stored, attempt_dir / "inputs", ctx.settings)
         if spec.dry_run:
             plan_run = dry_run or default_dry_run(ctx.settings.environment)
             report = plan_run(spec, inputs, callbacks)
             if callbacks.lost:
                 return Outcome.LOST
             return _store_plan(ctx, attempt, report)
+        checkpoint_dir = attempt_dir.parent / CHECKPOINT_DIR
+        key = checkpoint_key(job.tenant_id, attempt.job_id)
+        fetch_checkpoint(ctx.store, key, checkpoint_dir, ctx.settings)
         out_dir = attempt_dir / "out"
         out_dir.mkdir(parents=True)
         run = engine or default_engine(ctx.settings.environment)
-        result = run(
-            spec, inputs, out_dir, callbacks, checkpoint_dir=attempt_dir.parent / CHECKPOINT_DIR
-        )
+        engine_callbacks = CheckpointUpload(callbacks, ctx.store, key, checkpoint_dir)
+        result = run(spec, inputs, out_dir, engine_callbacks, checkpoint_dir=checkpoint_dir)
         if callbacks.lost:
             return Outcome.LOST
         callbacks.progress(Phase.EXPORTING, 1.0)
         return _store_result(ctx, job, attempt_dir, result)
+    except StoreUnavailable as exc:
+        logger.warning("job %s attempt %d: %s", attempt.job_id, attempt.number, exc)
+        return _retry_later(
+            ctx, attempt, "store_unavailable", f"the blob store is unavailable: {exc}"
+        )
     except JobCancelled as exc:
         if callbacks.lost:
             return Outcome.LOST
@@ -257,8 +276,8 @@ def _store_result(
     archive = attempt_dir / f"{artifact_id}.tar.gz"
     sha256 = make_archive(result.out_dir, archive, top=attempt.job_id)
     size = archive.stat().st_size
-    key = f"{job.tenant_id}/{attempt.job_id}/{artifact_id}.tar.gz"
-    ctx.store.put_file(key, archive)
+    key = artifact_key(job.tenant_id, attempt.job_id, artifact_id)
+    _put_patiently(ctx, key, archive)
 
     artifact = Artifact(
         id=artifact_id,
@@ -287,6 +306,37 @@ def _store_result(
         logger.warning("job %s attempt %d finished after losing its lease", *_ids(attempt))
         return Outcome.LOST
     return Outcome.SUCCEEDED
+
+
+# Waits between the artifact upload's tries, on top of the S3 client's own quick retries: a
+# finished result is worth a minute of waiting (the heartbeat keeps the lease) before the
+# job is queued again and recomputed.
+ARTIFACT_UPLOAD_WAITS = (5.0, 20.0, 40.0)
+
+
+def _put_patiently(ctx: WorkerContext, key: str, path: Path) -> None:
+    for wait in ARTIFACT_UPLOAD_WAITS:
+        try:
+            ctx.store.put_file(key, path)
+            return
+        except StoreUnavailable as exc:
+            logger.warning("artifact upload failed (%s); trying again in %g s", exc, wait)
+            time.sleep(wait)
+    ctx.store.put_file(key, path)
+
+
+def _retry_later(ctx: WorkerContext, attempt: Attempt, code: str, message: str) -> Outcome:
+    with unit_of_work(ctx.sessions) as session:
+        status = state_machine.retry_later(
+            session, attempt, ctx.clock(), code=code, message=message
+        )
+    if status is None:
+        return Outcome.LOST
+    return {
+        JobStatus.QUEUED: Outcome.REQUEUED,
+        JobStatus.FAILED: Outcome.FAILED,
+        JobStatus.CANCELLED: Outcome.CANCELLED,
+    }[status]
 
 
 def _end(

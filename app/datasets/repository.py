@@ -19,15 +19,24 @@ def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
 
 
 class DatasetFit(NamedTuple):
-    """What a job's spec needs of a dataset it names: whether it fits, and its file."""
+    """What a job's spec needs of a dataset it names: whether it fits, and where it is."""
 
     id: str
     summary: dict[str, Any]
     has_pairs: bool
-    storage_path: str
+    storage_key: str | None
+    sha256: str
+    storage_path: str | None
 
 
-_FITS = select(Dataset.id, Dataset.summary, Dataset.has_pairs, Dataset.storage_path).where(
+_FITS = select(
+    Dataset.id,
+    Dataset.summary,
+    Dataset.has_pairs,
+    Dataset.storage_key,
+    Dataset.sha256,
+    Dataset.storage_path,
+).where(
     Dataset.tenant_id == bindparam("tenant_id"), Dataset.id.in_(bindparam("ids", expanding=True))
 )
 

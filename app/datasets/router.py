@@ -12,7 +12,7 @@ from app import idempotency
 from app.datasets import repository as repo
 from app.datasets import service
 from app.datasets.schemas import DatasetOut, DatasetPurpose
-from app.deps import DatasetDep, SessionDep, SettingsDep, TenantDep
+from app.deps import DatasetDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.errors import PayloadTooLarge
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import ERROR_RESPONSES, Page
@@ -26,6 +26,7 @@ def upload_dataset(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     tenant: TenantDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL: text, [text_pair], [label]")],
     name: Annotated[str | None, Form(max_length=300)] = None,
@@ -55,6 +56,7 @@ def upload_dataset(
     dataset = service.create_dataset(
         session,
         settings,
+        store,
         tenant.id,
         filename=file.filename or "upload",
         data=data,

@@ -2,16 +2,15 @@
 
 The file is parsed with the engine's own reader (`sec_engine.data.table`, torch-free), so an
 upload that is accepted here is one the engine can train on. Nothing is stored unless the
-whole file validates; the file is written atomically (temp file + rename) and deleted again
-if the request's transaction rolls back, so no row ever points at a missing file and no file
-is left without a row.
+whole file validates. The file goes into the blob store (`app/storage.py`) under
+`dataset_key`, which every worker can reach, with its sha256 on the row for the worker to
+check; the blob is deleted again if the request's transaction rolls back, so no row points at
+a missing blob and no blob is left without a row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from app.db.hooks import on_rollback
 from app.db.models import Dataset, new_id
 from app.errors import InvalidInput, PayloadTooLarge
 from app.settings import Settings
+from app.storage import BlobStore, dataset_key, delete_quietly
 from sec_engine.data.table import Format, detect_format, read_table
 from sec_engine.errors import DatasetError, DatasetTooLarge
 
@@ -42,6 +42,7 @@ def sniff_format(filename: str, data: bytes) -> Format:
 def create_dataset(
     session: Session,
     settings: Settings,
+    store: BlobStore,
     tenant_id: str,
     *,
     filename: str,
@@ -67,9 +68,9 @@ def create_dataset(
         raise InvalidInput(f"invalid dataset: {exc.message}", code="invalid_dataset") from exc
 
     dataset_id = new_id("ds")
-    path = settings.uploads_dir / tenant_id / f"{dataset_id}.{fmt}"
-    _write_atomic(path, data)
-    on_rollback(session, lambda: path.unlink(missing_ok=True))
+    key = dataset_key(tenant_id, dataset_id, fmt)
+    _put(store, key, data, settings.uploads_dir)
+    on_rollback(session, lambda: delete_quietly(store, key))
 
     summary = {**table.summary(), "purpose": purpose.value}
     dataset = Dataset(
@@ -77,7 +78,7 @@ def create_dataset(
         tenant_id=tenant_id,
         name=(name or Path(filename).name or dataset_id)[:MAX_NAME],
         format=fmt,
-        storage_path=str(path.resolve()),  # absolute: the worker may run elsewhere
+        storage_key=key,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         rows=len(table.rows),
@@ -90,19 +91,14 @@ def create_dataset(
     return dataset
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _put(store: BlobStore, key: str, data: bytes, scratch: Path) -> None:
+    """The store takes files (an S3 upload is multipart from a file): one in scratch space,
+    removed once stored."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=scratch, prefix=".upload.", suffix=".tmp") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        store.put_file(key, Path(tmp.name))
 
 
 def has_classes(summary: dict[str, Any]) -> bool:

@@ -149,7 +149,10 @@ class Dataset(TimestampedModel, Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(300))
     format: Mapped[str] = mapped_column(String(10))
-    storage_path: Mapped[str] = mapped_column(String(1024))
+    # Where the file is: a key in the blob store (every upload since migration 0003), or, for
+    # a row written before it, an absolute path on the API's disk (single-machine only).
+    storage_key: Mapped[str | None] = mapped_column(String(1024))
+    storage_path: Mapped[str | None] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(Integer)
@@ -167,7 +170,10 @@ class Model(TimestampedModel, Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(300))
     architecture: Mapped[str] = mapped_column(String(200))
-    storage_path: Mapped[str] = mapped_column(String(1024))
+    # The uploaded archive's key in the blob store, or (a row from before migration 0003) the
+    # extracted folder on the API's disk. `sha256` is the archive's either way.
+    storage_key: Mapped[str | None] = mapped_column(String(1024))
+    storage_path: Mapped[str | None] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     num_parameters: Mapped[int | None] = mapped_column(BigInteger)

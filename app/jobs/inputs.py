@@ -1,16 +1,18 @@
 """A job's inputs, resolved once, at submit, and stored on the job (`jobs.inputs`).
 
 The spec's references (dataset ids, a base model name or id) are checked against the
-tenant's rows, in the order a user fixes them, and turned into what the engine opens: file
-paths and the base model's built-in name or folder. The worker hands the stored inputs to
-the engine as they are and reads no dataset or model row: the check is made once, scoped to
-the job's tenant, so a spec can never reach another tenant's data. Whether the files are
-present on the worker's machine is the engine's to say when it opens them.
+tenant's rows, in the order a user fixes them, and stored as what a worker fetches: one ref
+per input, `{"key", "sha256"}` for a blob in the store (any worker can download it and check
+it), or `{"path"}` for an upload from before the blob store (migration 0003; only a worker
+on the API's machine can open it). A built-in base model stays its name. The worker reads no
+dataset or model row: the check is made once, scoped to the job's tenant, so a spec can never
+reach another tenant's data. This module owns the stored format: `resolve` writes it, `parse`
+reads it back for the worker (`workers/staging.py` fetches what it names).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,10 +23,45 @@ from app.errors import InvalidInput, NotFound
 from app.models import repository as models_repo
 from sec_engine.errors import SpecError
 from sec_engine.models.builtin import BUILTIN_MODELS
-from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 
 MODEL_ID_PREFIX = "mdl_"
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """Where one input is: a blob `key` with its `sha256`, or (an older upload) a `path`."""
+
+    key: str | None = None
+    sha256: str | None = None
+    path: str | None = None
+
+    @classmethod
+    def of(cls, key: str | None, sha256: str, path: str | None) -> InputRef:
+        return cls(key=key, sha256=sha256) if key else cls(path=path)
+
+    def stored(self) -> dict[str, str]:
+        return (
+            {"key": self.key, "sha256": self.sha256 or ""}
+            if self.key
+            else {"path": self.path or ""}
+        )
+
+    @classmethod
+    def parse(cls, value: dict[str, Any]) -> InputRef:
+        if value.get("key") and value.get("sha256"):
+            return cls(key=value["key"], sha256=value["sha256"])
+        if value.get("path"):
+            return cls(path=value["path"])
+        raise SpecError(f"the job's stored input {value!r} names neither a blob nor a file")
+
+
+@dataclass(frozen=True)
+class StoredInputs:
+    model: str | InputRef  # a built-in name, or an uploaded model's archive (or folder)
+    train: InputRef
+    validation: InputRef | None = None
+    unlabelled: InputRef | None = None
 
 
 def resolve(session: Session, tenant_id: str, spec: JobSpec) -> dict[str, Any]:
@@ -52,29 +89,35 @@ def resolve(session: Session, tenant_id: str, spec: JobSpec) -> dict[str, Any]:
     if spec.unlabelled_dataset is not None:
         unlabelled = _dataset(found, spec.unlabelled_dataset, "unlabelled_dataset")
         _check_same_shape(dataset, unlabelled, "unlabelled_dataset")
+    model = _model(session, tenant_id, spec.base_model)
     return {
-        "model": _model(session, tenant_id, spec.base_model),
-        "train_path": dataset.storage_path,
-        "validation_path": validation.storage_path if validation else None,
-        "unlabelled_path": unlabelled.storage_path if unlabelled else None,
+        "model": model if isinstance(model, str) else model.stored(),
+        "train": _ref(dataset).stored(),
+        "validation": _ref(validation).stored() if validation else None,
+        "unlabelled": _ref(unlabelled).stored() if unlabelled else None,
     }
 
 
-def for_engine(stored: dict[str, Any] | None) -> ResolvedInputs:
-    """The inputs a job stored at submit, as the engine takes them."""
-    if not stored or not stored.get("train_path"):
+def parse(stored: dict[str, Any] | None) -> StoredInputs:
+    """The inputs a job stored at submit, for the worker to fetch."""
+    if not stored or not stored.get("train"):
         # Only a job row written around the API (a script, a test fixture) lacks them.
         raise SpecError("the job was stored without its resolved inputs; submit it again")
-    return ResolvedInputs(
-        model=stored["model"],
-        train_path=Path(stored["train_path"]),
-        validation_path=_path(stored.get("validation_path")),
-        unlabelled_path=_path(stored.get("unlabelled_path")),
+    model = stored["model"]
+    return StoredInputs(
+        model=model if isinstance(model, str) else InputRef.parse(model),
+        train=InputRef.parse(stored["train"]),
+        validation=_optional(stored.get("validation")),
+        unlabelled=_optional(stored.get("unlabelled")),
     )
 
 
-def _path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
+def _optional(value: dict[str, Any] | None) -> InputRef | None:
+    return None if value is None else InputRef.parse(value)
+
+
+def _ref(dataset: datasets_repo.DatasetFit) -> InputRef:
+    return InputRef.of(dataset.storage_key, dataset.sha256, dataset.storage_path)
 
 
 def _dataset(
@@ -96,16 +139,16 @@ def _check_same_shape(
         )
 
 
-def _model(session: Session, tenant_id: str, base_model: str) -> str:
+def _model(session: Session, tenant_id: str, base_model: str) -> str | InputRef:
     """A built-in name stays a name (the engine's registry finds its weights on the worker);
-    one of the tenant's uploads becomes its folder."""
+    one of the tenant's uploads becomes a ref to its archive."""
     if base_model in BUILTIN_MODELS:
         return base_model
     if base_model.startswith(MODEL_ID_PREFIX):
-        folder = models_repo.storage_path(session, tenant_id, base_model)
-        if folder is None:
+        found = models_repo.where_stored(session, tenant_id, base_model)
+        if found is None:
             raise NotFound(f"base_model: model {base_model!r} not found")
-        return folder
+        return InputRef.of(*found)
     names = ", ".join(sorted(BUILTIN_MODELS))
     raise InvalidInput(
         f"unknown base_model {base_model!r}: use a built-in model ({names})"

@@ -7,6 +7,9 @@
     held     -succeed->  succeeded, with its artifact                        worker
     held     -end->      failed | cancelled                                  worker
     held     -time-out-> failed `time_limit` (the pool killed it)            worker's main process
+    held     -retry-later-> queued, unsent (the reaper sends it on its next  worker
+                         sweep) while attempts remain, else failed; cancelled
+                         if asked (the blob store was unreachable)
     held     -reap->     cancelled if asked, else queued again while         reaper
                          attempts remain, else failed `worker_lost`
 
@@ -340,6 +343,54 @@ def end(
     kind = EventKind.FAILED if failed else EventKind.CANCELLED
     add_event(session, attempt.job_id, attempt.number, kind, message, {"code": code}, now)
     return True
+
+
+def retry_later(
+    session: Session, attempt: Attempt, now: datetime, *, code: str, message: str
+) -> JobStatus | None:
+    """The attempt could not go on for a reason outside the job (the blob store did not
+    answer): running -> queued again while attempts remain, with `enqueued_at` cleared so
+    the reaper's next sweep (a minute at most) sends it: that sweep is the back-off. Out of
+    attempts -> failed with `code`; a requested cancel -> cancelled. The status the job got,
+    or None if the attempt no longer holds it."""
+    row = (
+        session.connection()
+        .execute(
+            update(Job)
+            .where(attempt.holds())
+            .values(
+                status=case(
+                    (Job.status == JobStatus.CANCEL_REQUESTED.value, JobStatus.CANCELLED.value),
+                    (Job.attempts < Job.max_attempts, JobStatus.QUEUED.value),
+                    else_=JobStatus.FAILED.value,
+                ),
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .returning(Job.status, Job.max_attempts)
+        )
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    status = JobStatus(row.status)
+    if status is JobStatus.QUEUED:
+        values: dict[str, Any] = {
+            "worker_id": None,
+            "phase": None,
+            "progress": 0.0,
+            "enqueued_at": None,
+        }
+        kind = EventKind.REQUEUED
+        message = f"{message}; attempt {attempt.number} of {row.max_attempts} is retried"
+    elif status is JobStatus.FAILED:
+        values = {"finished_at": now, "error_code": code, "error_message": message}
+        kind = EventKind.FAILED
+    else:
+        values, kind, message = {"finished_at": now}, EventKind.CANCELLED, "cancelled"
+    session.connection().execute(update(Job).where(Job.id == attempt.job_id).values(**values))
+    add_event(session, attempt.job_id, attempt.number, kind, message, {"code": code}, now)
+    return status
 
 
 def _finish(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 
 from app import idempotency
-from app.deps import SessionDep, SettingsDep, TenantDep
+from app.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from app.errors import NotFound
 from app.models import repository as repo
 from app.models import service
@@ -35,6 +35,7 @@ def upload_model(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     tenant: TenantDep,
     file: Annotated[
         UploadFile, File(description=".zip or .tar.gz: config.json, *.safetensors, tokenizer")
@@ -57,6 +58,7 @@ def upload_model(
     model = service.create_model(
         session,
         settings,
+        store,
         tenant.id,
         upload=file.file,
         filename=file.filename or "model",

@@ -1,19 +1,21 @@
 """Uploading HF-format model archives (a job's `base_model` is resolved in `app/jobs/inputs.py`).
 
-The upload is streamed to a temp file (size cap), extracted into a temp folder with the
-safety caps of `archive.py`, checked (`inspect.py`), then renamed into place as
-`<uploads>/<tenant>/<model id>/`. Any failure removes every byte written; a rolled-back
-transaction removes the folder too.
+The upload is streamed to a temp file (size cap), unpacked into a temp folder with the
+safety caps of `archive.py` and checked (`inspect.py`): that is `unpack_model`, which the
+worker runs again on the copy it downloads. The archive as uploaded, once it passed, goes
+into the blob store under `model_key` (a multipart upload for a big one), with its sha256 on
+the row; the temp folder goes whatever happens, and a rolled-back transaction deletes the
+blob.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
@@ -22,8 +24,9 @@ from app.db.hooks import on_rollback
 from app.db.models import Model, new_id
 from app.errors import InvalidInput, PayloadTooLarge
 from app.models.archive import ArchiveError, ArchiveTooLarge, Limits, extract_archive
-from app.models.inspect import ModelCheckError, check_entry_name, inspect_model_dir
+from app.models.inspect import ModelCheckError, ModelInfo, check_entry_name, inspect_model_dir
 from app.settings import Settings
+from app.storage import BlobStore, delete_quietly, model_key
 from sec_engine.models.builtin import BuiltinModel
 
 CHUNK = 1024 * 1024
@@ -34,59 +37,77 @@ def builtin_available(model: BuiltinModel) -> bool:
     return importlib.util.find_spec(model.package.replace("-", "_")) is not None
 
 
+@dataclass(frozen=True)
+class UnpackedModel:
+    root: Path  # the folder holding config.json
+    files: list[PurePosixPath]
+    info: ModelInfo
+
+
+def archive_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_entries=settings.max_archive_entries,
+        max_total_bytes=settings.max_model_archive_bytes,
+        max_ratio=settings.max_archive_ratio,
+    )
+
+
+def unpack_model(archive: Path, dest: Path, limits: Limits) -> UnpackedModel:
+    """Extract a model archive into the empty folder `dest` and check what it holds.
+    Raises `ArchiveError` (unsafe or too large) or `ModelCheckError` (not a usable model)."""
+    files = extract_archive(archive, dest, limits, check_name=check_entry_name)
+    root = _model_root(dest)
+    return UnpackedModel(root=root, files=files, info=inspect_model_dir(root))
+
+
 def create_model(
     session: Session,
     settings: Settings,
+    store: BlobStore,
     tenant_id: str,
     *,
     upload: BinaryIO,
     filename: str,
     name: str | None,
 ) -> Model:
-    tenant_dir = settings.uploads_dir / tenant_id
-    tenant_dir.mkdir(parents=True, exist_ok=True)
+    scratch = settings.uploads_dir / tenant_id
+    scratch.mkdir(parents=True, exist_ok=True)
     model_id = new_id("mdl")
-    work = Path(tempfile.mkdtemp(dir=tenant_dir, prefix=f".{model_id}."))
+    key = model_key(tenant_id, model_id)
+    work = Path(tempfile.mkdtemp(dir=scratch, prefix=f".{model_id}."))
     try:
         archive = work / "upload.archive"
         archive_sha, archive_bytes = _receive(upload, archive, settings.max_model_archive_bytes)
         extracted = work / "extracted"
         extracted.mkdir()
-        limits = Limits(
-            max_entries=settings.max_archive_entries,
-            max_total_bytes=settings.max_model_archive_bytes,
-            max_ratio=settings.max_archive_ratio,
-        )
         try:
-            files = extract_archive(archive, extracted, limits, check_name=check_entry_name)
-            root = _model_root(extracted)
-            info = inspect_model_dir(root)
+            unpacked = unpack_model(archive, extracted, archive_limits(settings))
         except ArchiveTooLarge as exc:
             raise PayloadTooLarge(
                 f"invalid model archive: {exc}", code="archive_too_large"
             ) from exc
         except (ArchiveError, ModelCheckError) as exc:
             raise InvalidInput(f"invalid model archive: {exc}", code="invalid_model") from exc
-        final = tenant_dir / model_id
-        os.replace(root, final)
+        size = sum(p.stat().st_size for p in unpacked.root.rglob("*") if p.is_file())
+        store.put_file(key, archive)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    on_rollback(session, lambda: shutil.rmtree(final, ignore_errors=True))
+    on_rollback(session, lambda: delete_quietly(store, key))
 
-    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    info = unpacked.info
     model = Model(
         id=model_id,
         tenant_id=tenant_id,
         name=(name or _strip_archive_suffix(filename) or model_id)[:300],
         architecture=info.architecture[:200],
-        storage_path=str(final.resolve()),  # absolute: the worker may run elsewhere
+        storage_key=key,
         size_bytes=size,
         sha256=archive_sha,
         num_parameters=info.num_parameters,
         details={
             "model_type": info.model_type,
             "weight_files": info.weight_files,
-            "files": sorted(p.as_posix() for p in files)[:1000],
+            "files": sorted(p.as_posix() for p in unpacked.files)[:1000],
             "archive_bytes": archive_bytes,
             "num_labels": _num_labels(info.config),
         },

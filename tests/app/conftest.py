@@ -136,5 +136,7 @@ def count_rows(db: sessionmaker[Session], model: type[Any]) -> int:
 
 
 def uploaded_files(settings: Settings) -> list[Path]:
-    root = settings.uploads_dir
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """Every file uploads left: blobs in the (local) store, and anything left over in the
+    API's upload scratch space, where nothing should stay."""
+    roots = (settings.var_dir / "store", settings.uploads_dir)
+    return sorted(p for root in roots if root.exists() for p in root.rglob("*") if p.is_file())

@@ -99,7 +99,7 @@ def test_a_large_archive_downloads_whole_and_a_missing_file_is_500(
     assert r.content == payload
     assert r.headers["content-length"] == str(len(payload))
 
-    stored = settings.var_dir / "artifacts" / f"{tenant_a.id}/{job_a}/artifact.tar.gz"
+    stored = settings.var_dir / "store" / f"{tenant_a.id}/{job_a}/artifact.tar.gz"
     stored.unlink()
     r = client.get(f"/v1/artifacts/{artifact_id}/download", headers=tenant_a.headers)
     assert r.status_code == 500

@@ -55,7 +55,7 @@ def submit(sessions: sessionmaker[Session], max_attempts: int = 3) -> str:
         row = sm.new_job(
             tenant.id, JobSpec(dataset=dataset.id), queue="gpu", max_attempts=max_attempts, now=T0
         )
-        sm.submit(s, row, {"model": "minilm-l6", "train_path": "/d.csv"})
+        sm.submit(s, row, {"model": "minilm-l6", "train": {"path": "/d.csv"}})
         return str(row["id"])
 
 
@@ -91,7 +91,7 @@ def test_a_claim_returns_what_the_worker_needs_and_only_one_claim_wins(
         assert sm.claim(s, job_id, "host:2", T0, 60) is None
     assert claimed is not None
     assert claimed.attempt == sm.Attempt(job_id, "host:1", 1)
-    assert claimed.inputs == {"model": "minilm-l6", "train_path": "/d.csv"}
+    assert claimed.inputs == {"model": "minilm-l6", "train": {"path": "/d.csv"}}
     assert claimed.spec["dataset"] == job(sessions, job_id).dataset_id
     assert job(sessions, job_id).lease_expires_at == T0 + timedelta(seconds=60)
     assert kinds(sessions, job_id) == [(0, sm.EventKind.QUEUED), (1, sm.EventKind.STARTED)]

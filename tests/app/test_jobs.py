@@ -76,8 +76,9 @@ def test_create_stores_the_spec_then_enqueues(
 def test_submit_resolves_the_inputs_once_and_stores_them_on_the_job(
     client: TestClient, tenant_a: TenantKey, dataset_a: str, db: sessionmaker[Session]
 ) -> None:
-    """What the worker hands the engine: the datasets' files and the base model's name or
-    folder, looked up for the tenant at submit. Server paths never reach the API's answer."""
+    """What the worker fetches: the datasets' and the uploaded model's blobs, each with the
+    sha256 recorded at upload, looked up for the tenant at submit; a built-in model stays its
+    name. Storage keys never reach the API's answer."""
     pool = upload_dataset(client, tenant_a, b"text\na\nb\n", purpose="unlabelled").json()["id"]
     files = model_files()
     model = client.post(
@@ -90,18 +91,23 @@ def test_submit_resolves_the_inputs_once_and_stores_them_on_the_job(
     assert builtin.status_code == uploaded.status_code == 201, uploaded.text
     assert "inputs" not in builtin.json()
     with db() as s:
-        paths = {d.id: d.storage_path for d in s.scalars(select(Dataset))}
-        folder = s.get_one(Model, model).storage_path
+        blobs = {
+            d.id: {"key": d.storage_key, "sha256": d.sha256} for d in s.scalars(select(Dataset))
+        }
+        row = s.get_one(Model, model)
+        archive = {"key": row.storage_key, "sha256": row.sha256}
         first = s.get_one(Job, builtin.json()["id"]).inputs
         second = s.get_one(Job, uploaded.json()["id"]).inputs
     assert first == {
         "model": "minilm-l6",
-        "train_path": paths[dataset_a],
-        "validation_path": None,
-        "unlabelled_path": paths[pool],
+        "train": blobs[dataset_a],
+        "validation": None,
+        "unlabelled": blobs[pool],
     }
+    assert blobs[dataset_a]["key"] == f"datasets/{tenant_a.id}/{dataset_a}.csv"
+    assert archive["key"] == f"models/{tenant_a.id}/{model}.archive"
     assert second is not None
-    assert (second["model"], second["train_path"]) == (folder, paths[dataset_a])
+    assert (second["model"], second["train"]) == (archive, blobs[dataset_a])
 
 
 def test_a_dry_run_is_a_job_whose_metrics_hold_the_plan_and_that_has_no_artifact(

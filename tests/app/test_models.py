@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Model
 from app.settings import Settings
-from tests.app.conftest import TenantKey, count_rows
+from tests.app.conftest import TenantKey, count_rows, uploaded_files
 from tests.app.model_archives import (
     CONFIG,
     model_files,
@@ -31,11 +31,6 @@ def upload(client: TestClient, tenant: TenantKey, data: bytes, filename: str = "
         files={"file": (filename, data, "application/octet-stream")},
         data={"name": "tiny"},
     )
-
-
-def all_files(settings: Settings) -> list[Path]:
-    root = settings.uploads_dir
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def test_builtins_are_listed_with_availability(client: TestClient, tenant_a: TenantKey) -> None:
@@ -61,13 +56,15 @@ def test_good_archive_is_extracted_and_described(
     assert body["architecture"] == "BertForSequenceClassification"
     assert body["num_parameters"] == 4 * 8 + 8
     assert body["details"]["num_labels"] == 2
-    model_dir = settings.uploads_dir / tenant_a.id / body["id"]
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted(files)
-    assert json.loads((model_dir / "config.json").read_text()) == CONFIG
-    # Nothing but the model folder is left behind (no temp files).
-    assert {
-        p.relative_to(settings.uploads_dir / tenant_a.id).parts[0] for p in all_files(settings)
-    } == {body["id"]}
+    assert sorted(body["details"]["files"]) == sorted(
+        f"my-model/{name}" if kind != "zip" else name for name in files
+    )
+    # The archive as uploaded is the one blob left (no temp files, no extracted copy).
+    stored = uploaded_files(settings)
+    assert [p.relative_to(settings.var_dir / "store").as_posix() for p in stored] == [
+        f"models/{tenant_a.id}/{body['id']}.archive"
+    ]
+    assert stored[0].read_bytes() == data
     listed = client.get("/v1/models", headers=tenant_a.headers).json()["data"]
     assert body["id"] in [m["id"] for m in listed]
 
@@ -154,7 +151,7 @@ def test_bad_archives_are_refused_and_leave_nothing(
     assert r.status_code == status, r.text  # type: ignore[attr-defined]
     assert words in r.json()["error"]["message"]  # type: ignore[attr-defined]
     assert count_rows(db, Model) == 0
-    assert all_files(settings) == []
+    assert uploaded_files(settings) == []
     assert not (tmp_path / "evil.txt").exists()
     assert not Path("/tmp/evil.txt").exists()
 

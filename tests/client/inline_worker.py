@@ -34,7 +34,7 @@ class InlineWorker:
         self.ctx = WorkerContext(
             settings=settings,
             sessions=db,
-            store=LocalBlobStore(settings.var_dir / "artifacts"),
+            store=LocalBlobStore(settings.var_dir / "store"),
             worker_id="inline-worker",
         )
         self.step_s = 0.05

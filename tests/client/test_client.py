@@ -217,7 +217,7 @@ def test_download_checks_the_sha256(
     assert path.read_bytes() == payload
 
     # The stored file no longer matches its record: refused, and nothing is left behind.
-    stored = settings.var_dir / "artifacts" / f"{tenant_a.id}/{job_a}/artifact.tar.gz"
+    stored = settings.var_dir / "store" / f"{tenant_a.id}/{job_a}/artifact.tar.gz"
     assert stored.is_file()
     stored.write_bytes(payload[:-1] + b"!")
     with pytest.raises(ChecksumMismatch):

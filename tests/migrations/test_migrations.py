@@ -59,7 +59,8 @@ def test_postgres_models_match_and_round_trip(postgres_url: str) -> None:
 
 
 def assert_unfinished_jobs_get_their_inputs(url: str) -> None:
-    """0002 fills in `jobs.inputs` of the jobs a worker may still run, as a submit would."""
+    """0002 fills in `jobs.inputs` of the jobs a worker may still run, as a submit would, and
+    0003 turns them into refs (an older upload is a path on the API's disk)."""
     upgrade(url, "0001")
     engine = make_engine(url)
     try:
@@ -76,10 +77,10 @@ def assert_unfinished_jobs_get_their_inputs(url: str) -> None:
         engine.dispose()
     queued = inputs["job_q"]
     assert (queued if isinstance(queued, dict) else json.loads(queued)) == {
-        "model": "/u/mdl_1",
-        "train_path": "/u/train.csv",
-        "validation_path": "/u/val.csv",
-        "unlabelled_path": None,
+        "model": {"path": "/u/mdl_1"},
+        "train": {"path": "/u/train.csv"},
+        "validation": {"path": "/u/val.csv"},
+        "unlabelled": None,
     }
     assert inputs["job_done"] is None
 

@@ -53,7 +53,7 @@ def _sha256(path: Path) -> str:
 def test_kill_during_artifact_write(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     settings = chaos_settings(tmp_path, postgres_url, redis_url)
     n = trials("SEC_ARTIFACT_KILL_TRIALS", 1)
-    store_root = settings.var_dir / "artifacts"
+    store_root = settings.var_dir / "store"
     # Patterns name the job: an earlier trial's leftovers must not trigger a kill.
     stages = {
         "archive": (settings.work_dir, "{job}/*/*.tar.gz.part"),

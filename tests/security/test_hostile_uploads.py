@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from tests.app.conftest import TenantKey, upload_dataset
+from tests.app.conftest import TenantKey, upload_dataset, uploaded_files
 from tests.app.model_archives import CONFIG, model_files
 
 pytestmark = pytest.mark.unit
@@ -55,8 +55,7 @@ def _upload_model(client: TestClient, tenant: TenantKey, files: dict[str, bytes]
 
 
 def _store_files(settings: Settings) -> list[Path]:
-    root = settings.uploads_dir
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return uploaded_files(settings)  # the blob store and the upload scratch space
 
 
 def _refused(r: object, *words: str) -> str:
@@ -230,8 +229,8 @@ def test_a_good_archive_with_text_and_json_extras_is_still_accepted(
     }
     r = _upload_model(client, tenant_a, model_files(**extras))
     assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    stored = {p.name for p in _store_files(settings)}
-    assert set(extras) <= stored
+    assert set(extras) <= set(r.json()["details"]["files"])  # type: ignore[attr-defined]
+    assert [p.name for p in _store_files(settings)] == [f"{r.json()['id']}.archive"]  # type: ignore[attr-defined]
 
 
 # -- 5. auto_map anywhere in the JSON tree --------------------------------------------------

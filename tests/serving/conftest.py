@@ -21,9 +21,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
     return LocalBlobStore(tmp_path / "store")
 
 
-def stored_ref(
-    store: LocalBlobStore, tiny: TinyArtifact, data: bytes | None = None
-) -> ArtifactRef:
+def stored_ref(store: LocalBlobStore, tiny: TinyArtifact, data: bytes | None = None) -> ArtifactRef:
     """Put the archive (or other bytes) in the store; the ref records the true checksums."""
     key = "ten/job/art.tar.gz"
     path = store.root / key

@@ -3,6 +3,7 @@ tenant with a dataset and a queued job. The engine is a small fake that writes r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Dataset, Job, Tenant
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.settings import Settings
-from app.storage import LocalBlobStore
+from app.storage import dataset_key, store_from_settings
 from sec_engine.callbacks import EngineCallbacks, Phase, TraceRow
 from sec_engine.errors import JobCancelled
 from sec_engine.result import EngineResult, ResolvedInputs
@@ -64,9 +65,12 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ctx(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> WorkerContext:
-    store = LocalBlobStore(settings.var_dir / "artifacts")
     return WorkerContext(
-        settings=settings, sessions=sessions, store=store, worker_id="w1", clock=clock
+        settings=settings,
+        sessions=sessions,
+        store=store_from_settings(settings),
+        worker_id="w1",
+        clock=clock,
     )
 
 
@@ -79,6 +83,7 @@ def make_job(sessions: sessionmaker[Session], settings: Settings) -> Callable[..
         data = settings.uploads_dir / "data.csv"
         data.parent.mkdir(parents=True, exist_ok=True)
         data.write_text("text,label\ngood film,pos\nbad film,neg\n")
+        sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
         with unit_of_work(sessions) as s:
             tenant = Tenant(name=f"t-{len(job_fields)}-{id(job_fields)}")
             s.add(tenant)
@@ -87,16 +92,18 @@ def make_job(sessions: sessionmaker[Session], settings: Settings) -> Callable[..
                 tenant_id=tenant.id,
                 name="d",
                 format="csv",
-                storage_path=str(data),
                 size_bytes=data.stat().st_size,
-                sha256="0" * 64,
+                sha256=sha256,
                 rows=2,
                 labelled_rows=2,
             )
             s.add(ds)
             s.flush()
+            ds.storage_key = dataset_key(tenant.id, ds.id, "csv")
+            store_from_settings(settings).put_file(ds.storage_key, data)
             spec = JobSpec(dataset=ds.id).model_dump(mode="json")
-            inputs = {"model": "minilm-l6", "train_path": str(data)}  # as the API resolves them
+            # As the API resolves them.
+            inputs = {"model": "minilm-l6", "train": {"key": ds.storage_key, "sha256": sha256}}
             job = Job(
                 tenant_id=tenant.id,
                 dataset_id=ds.id,
@@ -119,6 +126,7 @@ class FakeEngine:
         self.fail_with = fail_with
         self.cancel_at_step = cancel_at_step
         self.inputs: ResolvedInputs | None = None
+        self.train_text = ""
 
     def __call__(
         self,
@@ -129,6 +137,7 @@ class FakeEngine:
         checkpoint_dir: Path | None = None,
     ) -> EngineResult:
         self.inputs = inputs
+        self.train_text = inputs.train_path.read_text()  # staged before the engine starts
         callbacks.event("teacher.started", "fine-tuning the teacher", {"steps": 3})
         for step in range(3):
             callbacks.progress(Phase.TEACHER, step / 3)

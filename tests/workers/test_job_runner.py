@@ -56,7 +56,8 @@ def test_success_writes_events_trace_artifact(
     assert job.finished_at is not None
     assert engine.inputs is not None
     assert engine.inputs.model == "minilm-l6"
-    assert engine.inputs.train_path.is_file()
+    assert engine.train_text.startswith("text,label\n")
+    assert not engine.inputs.train_path.exists()  # the attempt's folder went with it
     assert _events(sessions, job_id) == [
         "job.started",
         "teacher.started",
@@ -69,7 +70,7 @@ def test_success_writes_events_trace_artifact(
     assert sorted(steps) == [0, 1, 2]
     assert artifact.status == "ready"
     assert artifact.storage_key == f"{job.tenant_id}/{job_id}/{artifact.id}.tar.gz"
-    stored = ctx.settings.var_dir / "artifacts" / artifact.storage_key
+    stored = ctx.settings.var_dir / "store" / artifact.storage_key
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact.sha256
     assert artifact.size_bytes == stored.stat().st_size
     assert {f["path"] for f in artifact.files} == {"manifest.json", "model/model.onnx"}
@@ -147,9 +148,10 @@ def test_the_engine_gets_the_inputs_resolved_at_submit_and_no_row_is_read_again(
     with sessions() as s:
         stored = s.get_one(Job, job_id).inputs
     assert stored is not None
+    # An upload from before the blob store: a path on this machine, used as it is.
     validation = str(ctx.settings.uploads_dir / "val.csv")
     with unit_of_work(sessions) as s:
-        s.get_one(Job, job_id).inputs = {**stored, "validation_path": validation}
+        s.get_one(Job, job_id).inputs = {**stored, "validation": {"path": validation}}
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
@@ -162,8 +164,10 @@ def test_the_engine_gets_the_inputs_resolved_at_submit_and_no_row_is_read_again(
         assert run_job(ctx, job_id, engine) is Outcome.SUCCEEDED
     finally:
         event.remove(bind, "before_cursor_execute", record)
+    # The training set was downloaded from the store into the attempt's folder.
+    attempt_inputs = ctx.settings.work_dir / job_id / "attempt-1" / "inputs"
     assert engine.inputs == ResolvedInputs(
-        model="minilm-l6", train_path=Path(stored["train_path"]), validation_path=Path(validation)
+        model="minilm-l6", train_path=attempt_inputs / "train.csv", validation_path=Path(validation)
     )
     assert any(s.lstrip().startswith("UPDATE jobs") for s in statements)  # recorded: the claim
     reads = [s for s in statements if re.search(r"\bFROM (jobs|datasets|models)\b", s)]
