@@ -53,6 +53,12 @@ from bench.serving.run import _free_port, _start_server
 TARGET_GROWTH_MB = 100.0
 CHUNK = 1024 * 1024
 DEFAULT_ENDPOINT = os.environ.get("SEC_TEST_S3_ENDPOINT", "http://127.0.0.1:8333")
+# The local test server's credentials (scripts/s3_server.sh) unless the environment has its own.
+TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": os.environ.get("SEC_TEST_S3_ACCESS_KEY", "sec-test"),
+    "AWS_SECRET_ACCESS_KEY": os.environ.get("SEC_TEST_S3_SECRET_KEY", "sec-test-secret"),
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 class RssSampler:
@@ -337,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--s3-endpoint", default=DEFAULT_ENDPOINT)
     args = parser.parse_args(argv)
+    if "AWS_ACCESS_KEY_ID" not in os.environ:
+        os.environ.update(TEST_CREDENTIALS)  # the API subprocess inherits them
     result = run(args.size_mb, args.s3_endpoint)
     stem = "streaming" if args.size_mb >= 1024 else "streaming.quick"
     write_reports(result, stem)
