@@ -45,7 +45,14 @@ JOB_SPEC: dict[str, Any] = {
         "student_epochs": 3,
         "eval_every_steps": 10,
     },
-    "targets": {"latency_batch_size": 32, "latency_seq_len": 64, "max_accuracy_drop": 0.03},
+    # A size target too, so the runtime choice never ships the HF weights (65 MB: the int8
+    # ONNX file is what makes the artifact several times smaller).
+    "targets": {
+        "min_compression": 4,
+        "latency_batch_size": 32,
+        "latency_seq_len": 64,
+        "max_accuracy_drop": 0.03,
+    },
     "seed": 0,
 }
 
