@@ -161,7 +161,7 @@ def register_artifact(settings: Settings, blob: Path) -> tuple[str, str]:
             _key, plaintext = create_api_key(s, tenant.id)
             dataset = Dataset(
                 tenant_id=tenant.id,
-                name="placeholder",
+                name="none (the artifact's job needs a dataset row)",
                 format="csv",
                 size_bytes=0,
                 sha256=hashlib.sha256(b"").hexdigest(),

@@ -34,13 +34,16 @@ from app.models.inspect import ModelCheckError
 from app.models.service import archive_limits, unpack_model
 from app.settings import Settings
 from app.storage import BlobNotFound, BlobStore, ChecksumMismatch
-from sec_engine.callbacks import EngineCallbacks, TraceRow
+from sec_engine.callbacks import EngineCallbacks, Phase, TraceRow
 from sec_engine.errors import EngineError
 from sec_engine.result import ResolvedInputs
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PHASE_DIR = "teacher"  # what the engine writes under its checkpoint folder
+# What the engine writes under its checkpoint folder: `sec_engine.checkpoint.PHASE_DIR`, not
+# imported because that module loads torch and this one is imported by the worker's parent
+# process (a test checks the two agree).
+CHECKPOINT_PHASE_DIR = "teacher"
 SAVED_EVENT = "checkpoint.saved"
 
 
@@ -203,12 +206,8 @@ class CheckpointUpload:
     def trace(self, row: TraceRow) -> None:
         self._inner.trace(row)
 
-    def progress(self, phase: Any, fraction: float) -> None:
+    def progress(self, phase: Phase, fraction: float) -> None:
         self._inner.progress(phase, fraction)
 
     def should_cancel(self) -> bool:
         return self._inner.should_cancel()
-
-    @property
-    def lost(self) -> bool:
-        return bool(getattr(self._inner, "lost", False))

@@ -24,7 +24,7 @@ from sec_engine.callbacks import EngineCallbacks
 from sec_engine.result import EngineResult, ResolvedInputs
 from sec_engine.spec import JobSpec
 from tests.workers.conftest import FakeEngine
-from workers import job_runner
+from workers import job_runner, staging
 from workers.context import WorkerContext
 from workers.job_runner import Outcome, run_job
 
@@ -235,3 +235,9 @@ def test_a_checkpoint_the_store_cannot_take_is_reported_and_the_job_goes_on(
     assert run_job(flaky, job_id, CheckpointThenRecover()) is Outcome.SUCCEEDED
     kinds = [k for _, k, _ in _events(sessions, job_id)]
     assert kinds.index("checkpoint.upload_failed") < kinds.index("checkpoint.saved")
+
+
+def test_the_checkpoint_folder_name_is_the_engines() -> None:
+    from sec_engine.checkpoint import PHASE_DIR
+
+    assert staging.CHECKPOINT_PHASE_DIR == PHASE_DIR
