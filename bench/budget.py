@@ -107,7 +107,9 @@ def curve(spec: JobSpec, inputs: ResolvedInputs, budgets: list[float]) -> dict[s
 
 def load_check(spec: JobSpec, inputs: ResolvedInputs) -> dict[str, Any]:
     reference = reference_accuracy(spec, inputs)
-    quiet = run_once(spec, inputs, WORK / "load-quiet", "quiet")
+    with LoadSampler() as quiet_load:
+        quiet = run_once(spec, inputs, WORK / "load-quiet", "quiet")
+    quiet["load_average_1m"] = quiet_load.summary()
     burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(2)]
     for b in burners:
         b.start()
@@ -165,15 +167,21 @@ def load_markdown(r: dict[str, Any]) -> str:
             "# Load independence: the same plan on a busy machine",
             "",
             f"Command: `{r['command']}`; machine {r['machine']['cpu']}, {THREADS} threads; busy "
-            f"= two processes spinning on both cores (1-min load mean "
-            f"{b['load_average_1m']['mean']}).",
+            f"= two processes spinning on both cores. All-label reference teacher: test "
+            f"accuracy {r['reference']['accuracy']:.4f}.",
             "",
-            "| run | plan (teacher / student steps) | wall min | test acc |",
-            "| --- | --- | --- | --- |",
-            f"| quiet | {q['plan']['teacher_steps']} / {q['plan']['student_steps']} | "
-            f"{q['wall_minutes']:.1f} | {q['accuracy']:.4f} |",
-            f"| busy | {b['plan']['teacher_steps']} / {b['plan']['student_steps']} | "
-            f"{b['wall_minutes']:.1f} | {b['accuracy']:.4f} |",
+            "| run | 1-min load mean (max) | plan (teacher / student steps) | predicted min "
+            "| wall min | test acc (teacher) | drop vs reference (pts) | size x | speed x |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {name} | {x['load_average_1m']['mean']} ({x['load_average_1m']['max']}) | "
+                f"{x['plan']['teacher_steps']} / {x['plan']['student_steps']} | "
+                f"{x['predicted_minutes']:.1f} | {x['wall_minutes']:.1f} | "
+                f"{x['accuracy']:.4f} ({x['job_teacher_accuracy']:.4f}) | "
+                f"{100 * (r['reference']['accuracy'] - x['accuracy']):.2f} | "
+                f"{x['size_ratio']:.2f} | {x['speed_ratio']:.2f} |"
+                for name, x in (("quiet", q), ("busy", b))
+            ),
             "",
             f"Same plan: {'yes' if r['same_plan'] else 'NO'}; accuracy difference "
             f"{r['accuracy_difference_points']:.2f} points (target ≤ {LOAD_TOLERANCE_POINTS}): "

@@ -8,7 +8,8 @@ a step costs on this device, and this module turns the spec into a plan of steps
 - the spec's epochs (teacher, student) are the work asked for; when its predicted time fits
   the budget, the plan is exactly that work, whatever the load during the run;
 - when it does not fit, teacher and student epochs shrink together, on a line from the
-  spec's epochs down to a useful minimum (one pass over the labels for each), until it does;
+  spec's epochs down to a useful minimum (one pass over the labels for each), until it does,
+  in steps of a tenth of that line (`PLAN_GRID`), so calibration noise does not change them;
 - when even that minimum does not fit, the plan says so (`fits=False`) with the budget it
   needs (`minimum_minutes`), and the job warns in its first events.
 
@@ -32,6 +33,13 @@ EXPORT_TEST_PASSES = 4.0
 LATENCY_RUNS = 12  # time_torch + time_onnx, warm-up + 5 repeats, for the teacher
 PLAN_MARGIN = 0.9  # the plan fills at most this share of the budget (calibration is rough)
 MIN_EPOCHS = 1.0  # a useful plan passes at least once over the labels, teacher and student
+# A shrunk plan is rounded down to a multiple of this step on the line from the minimum plan
+# (0) to the spec's epochs (1). Two calibrations of one device differ by a few per cent (on
+# the 2-core build machine: 28.8-29.6 predicted minutes for the default spec, quiet or with
+# two processes spinning), and a continuous plan turned each difference into different step
+# counts; on the grid, the same spec on the same device trains the same steps unless its
+# prediction sits within those few per cent of a grid line.
+PLAN_GRID = 0.1
 # Relative cost of the work units, as the engine runs them (see stages.tal.round_costs and
 # stages.compress): a TAL round with pseudo-labels draws half a batch more per step.
 PSEUDO_STEP_FACTOR = 1.5
@@ -264,7 +272,7 @@ def make_plan(spec: JobSpec, sizes: Sizes, tp: Throughput, *, elapsed_s: float =
         for _ in range(30):  # bisection; total() increases with x
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if total(mid) <= usable else (lo, mid)
-        x = lo
+        x = math.floor(lo / PLAN_GRID + 1e-9) * PLAN_GRID
         notes.append(
             f"the spec's epochs need about {_minutes_needed(total(1.0), elapsed_s):.0f} min; "
             f"the plan trains teacher {epochs(x)[0]:.2f} of {full[0]:g} epochs and student "

@@ -67,7 +67,7 @@ def test_a_budget_that_fits_runs_the_spec_as_written() -> None:
 
 def test_a_tight_budget_shrinks_both_phases_towards_the_minimum() -> None:
     full = make_plan(spec(600), SIZES, device(1.0))
-    s = spec(full.predicted_minutes * 0.7)
+    s = spec(full.predicted_minutes * 0.85)
     plan = make_plan(s, SIZES, device(1.0))
     assert plan.fits
     assert 0.0 < plan.scale < 1.0
@@ -96,6 +96,17 @@ def test_the_plan_depends_on_the_device_not_the_clock() -> None:
     a = make_plan(spec(20), SIZES, device(1.5))
     b = make_plan(spec(20), SIZES, device(1.5))
     assert a == b
+
+
+def test_a_shrunk_plan_lies_on_the_grid_so_calibration_noise_keeps_its_steps() -> None:
+    # a budget that the plan halfway between grid lines 0.4 and 0.5 fills exactly
+    seconds, _, _ = planning.predict(spec(), SIZES, device(1.0), 1.0 + 0.45 * 0.5, 1.0 + 0.45 * 2)
+    s = spec(sum(seconds.values()) / 60 / planning.PLAN_MARGIN)
+    plans = [make_plan(s, SIZES, device(f)) for f in (0.99, 1.0, 1.01)]
+    scales = {round(p.scale / planning.PLAN_GRID, 6) for p in plans}
+    assert all(x == int(x) for x in scales), scales  # every scale is a multiple of the grid
+    assert len({(p.teacher_steps, p.student_steps) for p in plans}) == 1
+    assert plans[1].predicted_minutes <= s.budget.max_minutes * planning.PLAN_MARGIN
 
 
 def test_spec_epochs_below_one_are_their_own_minimum() -> None:
