@@ -279,15 +279,30 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     assert "first reached at: 60 min" in text
     plot_curve(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
-    busy = {**point(30, 0.9), "load_average_1m": {"mean": 4.1}}
+
+    def run(drop: float, load_mean: float) -> dict[str, object]:
+        return {
+            **point(30, drop),
+            "load_average_1m": {"mean": load_mean, "max": load_mean + 0.5},
+            "job_teacher_accuracy": 0.85,
+        }
+
     load = {
         "command": "python -m bench.budget load",
         "machine": machine,
-        "quiet": point(30, 0.8),
-        "busy": busy,
+        "reference": {"accuracy": 0.85},
+        "quiet": run(0.8, 1.9),
+        "busy": run(0.9, 4.1),
         "same_plan": True,
         "accuracy_difference_points": 0.1,
         "within_tolerance": True,
     }
-    assert "Same plan: yes" in load_markdown(load)
-    assert ": met." in load_markdown(load)
+    text = load_markdown(load)
+    assert "Same plan: yes" in text
+    assert ": met." in text
+    assert "| busy | 4.1 (4.6) | 300 / 600 |" in text
+    assert "| 0.90 |" in text
+    # Without the all-label reference (--no-reference) the drops are dashes, not a crash.
+    text = load_markdown({**load, "reference": None})
+    assert "not trained." in text
+    assert "| - |" in text
