@@ -9,8 +9,8 @@ cores) and kept under var/bench/int8/. Every variant is scored on the spec's val
 test splits (2,550 rows for Rotten Tomatoes: the difference of two schemes on the same rows is
 what matters) and timed at batch 32, seq 128 with the engine's own ONNX Runtime options.
 The engine's export scheme (`sec_engine.compression.qat.EXPORT_SCHEME`) is marked. The int4
-rows are the `techniques.int4` export: weight MatMuls in 4 bits (MatMulNBits) first, then the
-engine's int8 scheme on what is left (embeddings, pooler, classifier).
+rows are the `techniques.int4` export: weight MatMuls (MatMulNBits) or embedding tables
+(GatherBlockQuantized) in 4 bits first, then the engine's int8 scheme on what is left.
 
 Writes bench/results/int8_schemes.{json,md}.
 """
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from bench.common import RESULTS, ROOT, THREADS, LoadSampler, machine_info
 from sec_engine.cli import load_spec
-from sec_engine.compression.int4_ops import quantize_matmuls_int4
+from sec_engine.compression.int4_ops import quantize_int4
 from sec_engine.compression.qat import EXPORT_SCHEME
 from sec_engine.data.encoding import encode, fixed_length_batch, model_input_names, pad_id
 from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
@@ -65,6 +66,17 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "int4 weights, blocks of 32 (+ engine int8 scheme)": {"int4_block_size": 32, **ENGINE_OPTIONS},
     "int4 weights, blocks of 128 (+ engine int8 scheme)": {
         "int4_block_size": 128,
+        **ENGINE_OPTIONS,
+    },
+    # `int4_embeddings`: the embedding tables in 4 bits (GatherBlockQuantized), MatMuls int8.
+    "int4 embeddings, blocks of 32 (+ engine int8 scheme)": {
+        "int4_block_size": 32,
+        "int4_embeddings": True,
+        **ENGINE_OPTIONS,
+    },
+    "int4 embeddings, blocks of 128 (+ engine int8 scheme)": {
+        "int4_block_size": 128,
+        "int4_embeddings": True,
         **ENGINE_OPTIONS,
     },
 }
@@ -110,7 +122,18 @@ def run(model_dir: Path, spec_path: Path, work: Path) -> dict[str, Any]:
             if "int4_block_size" in kw:
                 src = work / f"{len(rows)}.int4.onnx"
                 block = kw.pop("int4_block_size")
-                quantize_matmuls_int4(fp32, src, block_size=block, symmetric=True, accuracy_level=0)
+                embeddings = kw.pop("int4_embeddings", False)
+                quantize_int4(
+                    fp32,
+                    src,
+                    matmuls=not embeddings,
+                    embeddings=embeddings,
+                    block_size=block,
+                    symmetric=True,
+                    accuracy_level=0,
+                )
+                # As the engine's export does: the com.microsoft ops' outputs are float.
+                kw["extra_options"] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
             quantize_dynamic(src, path, **kw)
         acc = {
             k: metrics_onnx(path, feats[k], labels[k], 64, pad_id(tok), THREADS)["accuracy"]

@@ -265,14 +265,21 @@ class SqdConfig(StrictModel):
 
 
 class Int4Config(StrictModel):
-    """Int4 weight-only quantization of the ONNX artifact's weight matrices (MatMulNBits).
+    """Int4 weight-only quantization of the ONNX artifact (MatMulNBits, GatherBlockQuantized).
 
-    At export, the student's linear layers are stored in 4 bits in blocks of `block_size`
-    input weights with one scale each; embeddings and the classifier stay int8. The file keeps
-    its name (`model.int8.onnx`) and is served as before; ONNX Runtime measures it.
+    At export, the student's linear layers (`matmuls`) and/or its embedding tables
+    (`embeddings`) are stored in 4 bits in blocks of `block_size` weights with one scale each;
+    the rest (and the classifier) stays int8. The file keeps its name (`model.int8.onnx`) and
+    is served as before; ONNX Runtime measures it.
     """
 
     enabled: bool = False
+    matmuls: bool = Field(default=True, description="The encoder's weight matrices in 4 bits.")
+    embeddings: bool = Field(
+        default=False,
+        description="The embedding tables in 4 bits: in a small student the word embeddings "
+        "are most of the file, so this halves their share; the matrices can stay int8.",
+    )
     block_size: Literal[16, 32, 64, 128, 256] = 32
     symmetric: bool = Field(default=True, description="No zero point: one scale per block.")
     accuracy_level: int = Field(
@@ -281,6 +288,12 @@ class Int4Config(StrictModel):
         le=4,
         description="MatMulNBits' activation compute type: 0 the kernel's default, 4 int8.",
     )
+
+    @model_validator(mode="after")
+    def _something_to_quantize(self) -> Self:
+        if self.enabled and not (self.matmuls or self.embeddings):
+            raise ValueError("techniques.int4 is enabled with neither matmuls nor embeddings")
+        return self
 
 
 class Techniques(StrictModel):

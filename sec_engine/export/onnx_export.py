@@ -63,6 +63,7 @@ def export_onnx(
 def quantize_onnx_int8(src: Path, dst: Path, scheme: Int8Scheme = EXPORT_SCHEME) -> Path:
     """Dynamic int8 (QInt8 weights on `scheme`'s grid, activations quantized at run time),
     embeddings included. QAT trains against the same scheme (`compression.qat`)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
@@ -72,5 +73,8 @@ def quantize_onnx_int8(src: Path, dst: Path, scheme: Int8Scheme = EXPORT_SCHEME)
         weight_type=QuantType.QInt8,
         per_channel=scheme.per_channel,
         reduce_range=scheme.reduce_range,
+        # After an int4 pass (`compression.int4_ops`) ONNX shape inference cannot type the
+        # outputs of com.microsoft ops such as GatherBlockQuantized; they are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return dst

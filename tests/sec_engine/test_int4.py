@@ -16,11 +16,16 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from sec_engine.artifact_contract.onnx_runtime import cpu_session
 from sec_engine.compression.aip_ops import prune_structured
 from sec_engine.compression.gates import StructuredMasks
-from sec_engine.compression.int4_ops import INT4_OP, quantize_matmuls_int4, quantizer_classes
-from sec_engine.export.onnx_export import export_onnx
+from sec_engine.compression.int4_ops import (
+    INT4_GATHER_OP,
+    INT4_OP,
+    quantize_int4,
+    quantizer_classes,
+)
+from sec_engine.export.onnx_export import export_onnx, quantize_onnx_int8
 from sec_engine.pipeline import run_job
 from sec_engine.result import ResolvedInputs
-from sec_engine.spec import JobSpec
+from sec_engine.spec import Int4Config, JobSpec
 from tests.doubles import RecordingCallbacks
 
 pytestmark = pytest.mark.unit
@@ -46,18 +51,61 @@ def test_weight_matmuls_go_to_four_bits_and_the_graph_still_answers(
     enc = dict(tok(TEXTS, padding=True, return_tensors="pt"))
     fp32 = export_onnx(model, enc, NAMES, tmp_path / "fp32.onnx")
 
-    report = quantize_matmuls_int4(
+    report = quantize_int4(
         fp32, tmp_path / "int4.onnx", block_size=32, symmetric=True, accuracy_level=0
     )
 
     ops = [node.op_type for node in onnx.load(str(tmp_path / "int4.onnx")).graph.node]
     # Per layer: q, k, v, attention output, FFN in and out; the two attention products stay.
-    assert (report.quantized, report.kept) == (2 * 6, 2 * 2)
+    assert (report.quantized, report.kept, report.embeddings) == (2 * 6, 2 * 2, 0)
     assert ops.count(INT4_OP) == 12
     assert (tmp_path / "int4.onnx").stat().st_size < fp32.stat().st_size
     with torch.no_grad():
         reference = model(**enc).logits.numpy()
     assert np.abs(_logits(tmp_path / "int4.onnx", enc) - reference).max() < 0.1
+
+
+def test_embedding_tables_go_to_four_bits_and_int8_still_quantizes_the_rest(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """Embeddings only: the three constant-table Gathers become GatherBlockQuantized, the
+    MatMuls stay for the int8 pass, which must still run on a graph with com.microsoft ops."""
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    enc = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+    fp32 = export_onnx(model, enc, NAMES, tmp_path / "fp32.onnx")
+
+    int4 = tmp_path / "emb4.onnx"
+    report = quantize_int4(
+        fp32,
+        int4,
+        matmuls=False,
+        embeddings=True,
+        block_size=16,
+        symmetric=True,
+        accuracy_level=0,
+    )
+    assert (report.quantized, report.kept, report.embeddings) == (
+        0,
+        2 * 8,
+        3,
+    )  # 2 layers: 6 weight MatMuls, 2 products
+    both = quantize_onnx_int8(int4, tmp_path / "emb4.int8.onnx")
+    plain = quantize_onnx_int8(fp32, tmp_path / "plain.int8.onnx")
+
+    ops = [node.op_type for node in onnx.load(str(both)).graph.node]
+    assert ops.count(INT4_GATHER_OP) == 3
+    assert ops.count("MatMul") == 2 * 2  # int8 took the weight MatMuls; the products stay
+    assert both.stat().st_size < plain.stat().st_size
+    with torch.no_grad():
+        reference = model(**enc).logits.numpy()
+    assert np.abs(_logits(both, enc) - reference).max() < 0.1
+
+
+def test_int4_with_nothing_to_quantize_is_refused() -> None:
+    with pytest.raises(ValueError, match="neither matmuls nor embeddings"):
+        Int4Config(enabled=True, matmuls=False, embeddings=False)
+    assert not Int4Config(matmuls=False, embeddings=False).enabled  # off: nothing to check
 
 
 def test_importing_the_quantizer_leaves_the_root_logger_alone(
@@ -105,6 +153,9 @@ def test_a_job_with_int4_on_ships_a_servable_four_bit_onnx_file(
     assert m["techniques"]["int4"] == {
         "int4_matmuls": 12,
         "float_matmuls": 4,
+        "int4_embeddings": 0,
+        "matmuls": True,
+        "embeddings": False,
         "block_size": 16,
         "symmetric": True,
         "accuracy_level": 0,
