@@ -26,6 +26,7 @@ from torch import nn
 from sec_engine.callbacks import Phase, TraceRow
 from sec_engine.controller.policy import Decision, Observation, decide, initial_decision
 from sec_engine.data.encoding import Batch, Features, collate
+from sec_engine.spec import Int4Config
 from sec_engine.stages.base import EngineState, LossTerms, SoftSet, Stage, StepContext
 from sec_engine.stages.teacher import validation_metrics
 from sec_engine.stages.teacher_cache import TeacherCache
@@ -69,22 +70,41 @@ class _DataPool:
         return batch, torch.from_numpy(self.targets[index]), torch.from_numpy(self.weights[index])
 
 
-def estimate_int8_mb(model: nn.Module, vocab_keep: int | None = None) -> float:
+def _bytes_per_weight(four_bits: bool, block_size: int) -> float:
+    """One byte per int8 weight; half a byte per int4 weight plus one fp32 scale per block."""
+    return 0.5 + 4 / block_size if four_bits else 1.0
+
+
+def estimate_int8_mb(
+    model: nn.Module, vocab_keep: int | None = None, int4: Int4Config | None = None
+) -> float:
     """Size of the int8 export, estimated from what the model holds now (no file written).
 
     Matrices (and embeddings) cost one byte per weight after dynamic int8 quantization; vectors
     stay fp32. Masked heads / neurons are discounted through the gates' kept fractions; a
-    planned vocabulary pruning shrinks the word embedding to `vocab_keep` rows.
+    planned vocabulary pruning shrinks the word embedding to `vocab_keep` rows. With
+    `techniques.int4` on, its embedding tables and/or encoder matrices cost what 4 bits do.
     """
     from sec_engine.compression.gates import attached_masks
     from sec_engine.models.arch import layer_views
 
+    on = int4 if int4 is not None and int4.enabled else None
+    block = on.block_size if on else 32
+    embedding_bytes = _bytes_per_weight(bool(on and on.embeddings), block)
+    matrix_bytes = _bytes_per_weight(bool(on and on.matmuls), block)
     total = 0.0
     for name, p in model.named_parameters():
         n = p.numel()
         if vocab_keep is not None and p.ndim == 2 and "word_embeddings" in name:
             n = vocab_keep * p.shape[1]
-        total += n if p.ndim >= 2 else 4 * n
+        if p.ndim < 2:
+            total += 4 * n
+        elif "embeddings" in name:
+            total += embedding_bytes * n
+        elif "pooler" in name or "classifier" in name:
+            total += n  # exported as Gemms, which int4 leaves to int8
+        else:
+            total += matrix_bytes * n
     masks = attached_masks(model)
     if masks is not None:
         for view, heads, neurons in zip(
@@ -93,8 +113,9 @@ def estimate_int8_mb(model: nn.Module, vocab_keep: int | None = None) -> float:
             removed_heads = float((heads == 0).sum())
             removed_neurons = float((neurons == 0).sum())
             hidden = view.attn_out.out_features
-            total -= removed_heads * view.head_dim * hidden * 4  # q, k, v rows and o columns
-            total -= removed_neurons * hidden * 2  # FFN in rows and out columns
+            removed = removed_heads * view.head_dim * hidden * 4  # q, k, v rows and o columns
+            removed += removed_neurons * hidden * 2  # FFN in rows and out columns
+            total -= matrix_bytes * removed
     return total / (1024 * 1024)
 
 
@@ -336,7 +357,7 @@ def _observe(
         lambda1=state.lambda1,
         lambda2=state.lambda2,
         data_share=decision.data_share,
-        size_mb=round(estimate_int8_mb(state.student, vocab_keep), 4),
+        size_mb=round(estimate_int8_mb(state.student, vocab_keep, state.spec.techniques.int4), 4),
         size_target_mb=target_mb,
         sparsity_progress=min(progress) if progress else 1.0,
         data_budget_used=min(1.0, pool.seen / len(pool)) if len(pool) else 0.0,

@@ -26,6 +26,7 @@ from sec_engine.export.onnx_export import export_onnx, quantize_onnx_int8
 from sec_engine.pipeline import run_job
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import Int4Config, JobSpec
+from sec_engine.stages.compress import estimate_int8_mb
 from tests.doubles import RecordingCallbacks
 
 pytestmark = pytest.mark.unit
@@ -173,3 +174,22 @@ def test_a_job_with_int4_on_ships_a_servable_four_bit_onnx_file(
     with torch.no_grad():
         reference = hf(**enc).logits.numpy()
     assert np.abs(_logits(onnx_file, enc) - reference).max() < 0.5
+
+
+def test_the_loops_size_estimate_counts_four_bit_embeddings(tiny_bert_dir: Path) -> None:
+    """The controller steers on the estimated size: int4 embeddings must lower it by what
+    4 bits (and one fp32 scale per block) save on the embedding tables, and nothing else."""
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    tables = sum(
+        p.numel() for n, p in model.named_parameters() if "embeddings" in n and p.ndim == 2
+    )
+    int8 = estimate_int8_mb(model)
+    off = estimate_int8_mb(model, int4=Int4Config(embeddings=True))  # not enabled
+    emb4 = estimate_int8_mb(
+        model, int4=Int4Config(enabled=True, matmuls=False, embeddings=True, block_size=16)
+    )
+    both = estimate_int8_mb(model, int4=Int4Config(enabled=True, embeddings=True, block_size=16))
+    assert off == int8
+    saved = tables * (1 - (0.5 + 4 / 16)) / (1024 * 1024)
+    assert abs((int8 - emb4) - saved) < 1e-9
+    assert both < emb4
