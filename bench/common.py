@@ -124,16 +124,24 @@ def _version(name: str) -> str | None:
         return None
 
 
+# The instruction sets int8 and fp32 kernels choose between: the same model's latency ratios
+# differ by several times between an AVX2-only CPU and one with VNNI or AMX.
+INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def machine_info() -> dict[str, Any]:
     model = ""
+    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not model:
                 model = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     return {
         "cpu": model or platform.processor(),
+        "cpu_int8": " ".join(f for f in INT8_ISA_FLAGS if f in flags) or "unknown",
         "cpu_count": os.cpu_count(),
         "torch_threads": THREADS,
         "platform": platform.platform(),

@@ -187,10 +187,10 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Reduced range keeps weights in [-64, 64]: this CPU has AVX2 without VNNI, where ONNX "
+        "Reduced range keeps weights in [-64, 64]: on a CPU with AVX2 but without VNNI, ONNX "
         "Runtime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose 16-bit "
         "sums can saturate; 7-bit weights stay clear of it. uint8 weights avoid it too but run "
-        "slower here.",
+        f"slower there. This CPU: {result['machine'].get('cpu_int8', 'not recorded')}.",
         "",
     ]
     return "\n".join(lines)
@@ -200,18 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    parser.add_argument(
+        "--tag", default="", help="write int8_schemes.TAG.{json,md} (another model's results)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     _, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
     command = "python -m bench.int8_schemes" + (f" --model {args.model}" if args.model else "")
+    command += f" --tag {args.tag}" if args.tag else ""
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="sec-int8-") as tmp:
         model_dir = args.model or reference_model(args.spec)
         result = run(model_dir, args.spec, Path(tmp))
     result.update(command=command, machine=machine_info(), load=load.summary())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8_schemes.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "int8_schemes.md").write_text(markdown(result))
+    name = f"int8_schemes.{args.tag}" if args.tag else "int8_schemes"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(result))
     return 0
 
 

@@ -306,3 +306,39 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     text = load_markdown({**load, "reference": None})
     assert "not trained." in text
     assert "| - |" in text
+
+
+def test_too_small_report_names_the_budget_a_base_size_model_needs() -> None:
+    from bench.too_small import markdown
+
+    throughput = {"teacher_step_s": 31.5, "student_step_s": 6.2, "calibration_s": 410.0}
+
+    def run(minutes: float, fits: bool, warnings: list[str]) -> dict[str, object]:
+        return {
+            "budget_minutes": minutes,
+            "fits": fits,
+            "teacher_steps": 400 if fits else 90,
+            "student_steps": 1200 if fits else 30,
+            "predicted_minutes": minutes * 0.9 if fits else 200.0,
+            "minimum_minutes": 181.2,
+            "full_minutes": 402.7,
+            "warnings": warnings,
+            "throughput": throughput,
+        }
+
+    too_small = "budget too small: 30 min; a useful plan needs about 182 min on this device"
+    text = markdown(
+        {
+            "command": "python -m bench.too_small --budget 30",
+            "machine": {"cpu": "test cpu"},
+            "load_average_1m": {"mean": 2.0, "max": 2.2},
+            "model": "BERT-base shape",
+            "parameters": 109_483_778,
+            "spec": "bench/specs/minilm_rt_pairs.yaml",
+            "runs": [run(30, False, [too_small]), run(182, True, []), run(403, True, [])],
+        }
+    )
+    assert "109.5M parameters" in text
+    assert "teacher 31.50, student 6.20" in text
+    assert f"| 30 | **no** | 90 / 30 | 200.0 | 181.2 / 402.7 | {too_small} |" in text
+    assert "| 182 | yes | 400 / 1200 |" in text
