@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     spec, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
     result = check(spec, inputs, args.budget)
-    spec_name = args.spec.resolve().relative_to(ROOT) if args.spec.is_absolute() else args.spec
+    spec_path = args.spec.resolve()
+    spec_name = spec_path.relative_to(ROOT) if spec_path.is_relative_to(ROOT) else args.spec
     result.update(
         command=f"python -m bench.too_small --budget {args.budget:g} --spec {spec_name}",
         spec=str(spec_name),
