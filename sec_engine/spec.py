@@ -253,6 +253,13 @@ class SqdConfig(StrictModel):
     temperature: float = Field(default=2.0, gt=0, le=20)
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the distillation term.")
     hidden_weight: float = Field(default=1.0, ge=0, le=100)
+    relation_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Weight of MiniLMv2 self-attention relation distillation (the teacher's "
+        "last layer's Q-Q, K-K and V-V token relations into the student's last layer); 0 = off.",
+    )
     qat: bool = True
     runtime: QuantRuntime = QuantRuntime.AUTO
     prune_vocabulary: bool = False

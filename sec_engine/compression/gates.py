@@ -127,6 +127,11 @@ def attached_masks(model: nn.Module) -> StructuredMasks | None:
     )
 
 
+def head_gate(attn_out: nn.Linear) -> torch.Tensor | None:
+    """The live head gate on a layer's attention output projection, or None when ungated."""
+    return attn_out._buffers.get(_GATE)
+
+
 def _attach(linear: nn.Linear, mask: torch.Tensor, requires_grad: bool, copy: bool) -> torch.Tensor:
     if copy:
         gate = mask.detach().to(device=linear.weight.device, dtype=torch.float32).clone()

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sec_engine.compression.relations import QKV
 from sec_engine.data.encoding import Batch, Features
 from sec_engine.data.splits import DataBundle
 from sec_engine.reporting import Reporter
@@ -112,6 +113,9 @@ class StepContext:
     labels: torch.Tensor | None  # hard labels, when the batch is labelled
     soft_targets: torch.Tensor | None  # soft targets, when the batch is from a SoftSet
     row_weights: torch.Tensor | None
+    # The q/k/v projections of the layers a stage's `relation_layers` names, when one does.
+    student_qkv: QKV | None = None
+    teacher_qkv: QKV | None = None
 
 
 @dataclass
@@ -130,6 +134,9 @@ class Stage:
     wants_hidden_states: bool = False
     wants_teacher_outputs: bool = False
     is_compression: bool = False
+    # (student layer, teacher layer) whose self-attention projections the loop captures for
+    # this stage's `loss_terms` (StepContext.student_qkv / teacher_qkv); set by build_student.
+    relation_layers: tuple[int, int] | None = None
 
     def initialize(self, state: EngineState) -> None:
         return None

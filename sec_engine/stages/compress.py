@@ -15,6 +15,7 @@ most compressed, still acceptable); if none was, the most accurate ones.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sec_engine.callbacks import Phase, TraceRow
+from sec_engine.compression.relations import capture_qkv, qkv_tuple
 from sec_engine.controller.policy import Decision, Observation, decide, initial_decision
 from sec_engine.data.encoding import Batch, Features, collate
 from sec_engine.spec import Int4Config
@@ -190,6 +192,10 @@ class LossAssembly:
         self.data_rng = np.random.default_rng([state.spec.seed, 7])
         self.wants_hidden = any(s.wants_hidden_states for s in stages)
         self.wants_teacher = any(s.wants_teacher_outputs for s in stages)
+        # Only one stage distils attention relations (SQD); its layers are captured for all.
+        self.relation_layers = next(
+            (s.relation_layers for s in stages if s.relation_layers is not None), None
+        )
         self.cache = (
             TeacherCache.build(
                 state.teacher,
@@ -197,6 +203,7 @@ class LossAssembly:
                 hidden=self.wants_hidden,
                 pad=state.pad_id,
                 device=state.device,
+                qkv_layer=self.relation_layers[1] if self.relation_layers else None,
             )
             if self.wants_teacher
             else None
@@ -209,21 +216,28 @@ class LossAssembly:
         """The loss to minimise on `batch`, and its L_task, R_data and R_model (R_model
         already scaled by the distance to the size target)."""
         state, stages = self.state, self.stages
-        s_logits, s_hidden = forward(
-            student, batch.inputs, state.device, hidden_states=self.wants_hidden
-        )
-        t_logits = t_hidden = None
+        layers = self.relation_layers
+        with _capture(student, layers[0] if layers else None) as s_captured:
+            s_logits, s_hidden = forward(
+                student, batch.inputs, state.device, hidden_states=self.wants_hidden
+            )
+        t_logits = t_hidden = t_qkv = None
         if self.cache is not None:
             width = int(batch.inputs["input_ids"].shape[1])
             t_logits, t_hidden = self.cache.batch(batch.index, width, state.device)
+            t_qkv = self.cache.qkv_batch(batch.index, width, state.device)
         elif self.wants_teacher:
-            with torch.no_grad():
+            with torch.no_grad(), _capture(state.teacher, layers[1] if layers else None) as t_cap:
                 t_logits, t_hidden = forward(
                     state.teacher, batch.inputs, state.device, hidden_states=self.wants_hidden
                 )
+            t_qkv = qkv_tuple(t_cap) if t_cap is not None else None
         y = self.labels[batch.index].to(state.device)
         loss_task = F.cross_entropy(s_logits, y)
-        ctx = StepContext(batch, s_logits, s_hidden, t_logits, t_hidden, y, None, None)
+        s_qkv = qkv_tuple(s_captured) if s_captured is not None else None
+        ctx = StepContext(
+            batch, s_logits, s_hidden, t_logits, t_hidden, y, None, None, s_qkv, t_qkv
+        )
         terms = [s.loss_terms(state, ctx) for s in stages]
         loss = loss_task + sum(
             (v for t in terms for v in t.task.values()), torch.zeros((), device=state.device)
@@ -249,6 +263,13 @@ class LossAssembly:
         r_model = r_model * (1.0 + size_gap)
         loss = loss + state.lambda1 * r_data + state.lambda2 * r_model
         return loss, loss_task, r_data, r_model
+
+
+def _capture(
+    model: nn.Module, layer: int | None
+) -> contextlib.AbstractContextManager[dict[str, torch.Tensor] | None]:
+    """`capture_qkv` of `layer`, or a no-op yielding None when no stage distils relations."""
+    return capture_qkv(model, layer) if layer is not None else contextlib.nullcontext()
 
 
 def run_compression(state: EngineState, stages: list[Stage]) -> None:

@@ -4,7 +4,8 @@
   spread uniformly (DistilBERT / TinyBERT), initialised from those layers.
 - L_Q is the task loss of the student under int8 fake quantization (QAT); the compression
   loop computes it. This stage adds α·(KD on temperature-softened logits + `hidden_weight` ×
-  hidden-state MSE at matching depths).
+  hidden-state MSE at matching depths + `relation_weight` × the self-attention relation KL
+  of the last layers, MiniLMv2: `sec_engine.compression.relations`).
 - Finalize strips QAT (plain Linears with the trained weights) and, when asked, prunes the
   vocabulary to the tokens of the data the job trains on (train, validation, unlabelled,
   augmented; never the test split) and rewrites the tokenizer to emit the new ids. A
@@ -23,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from sec_engine.compression.qat import prepare_qat, strip_qat
+from sec_engine.compression.relations import relation_loss
 from sec_engine.compression.sqd_ops import (
     LayerMap,
     hidden_state_loss,
@@ -47,6 +49,7 @@ class SqdStage(Stage):
         self.wants_hidden_states = config.hidden_weight > 0
         self.layer_map: LayerMap = {}
         self.projection: nn.Linear | None = None
+        self.relation_heads = 0
         self.used_ids: set[int] = set()
         self.info: dict[str, Any] = {}
 
@@ -90,6 +93,11 @@ class SqdStage(Stage):
         converted = prepare_qat(student) if self.config.qat else 0
         self._freeze(student)
         state.student = student.to(state.device)
+        if self.config.relation_weight > 0:
+            self.relation_layers = (self.num_layers - 1, len(get_layers(state.teacher)) - 1)
+            # MiniLMv2 splits both sides into as many relation heads as the teacher has heads.
+            self.relation_heads = int(teacher.config.num_attention_heads)
+            self.info["relation_layers"] = list(self.relation_layers)
         self.info.update(
             {"layer_map": {str(k): v for k, v in self.layer_map.items()}, "qat_linears": converted}
         )
@@ -114,6 +122,16 @@ class SqdStage(Stage):
                 projection=self.projection,
             )
             kd = kd + self.config.hidden_weight * hid
+        if self.relation_layers is not None:
+            if ctx.student_qkv is None or ctx.teacher_qkv is None:
+                raise RuntimeError("the compression loop did not capture the relation layers")
+            rel = relation_loss(
+                ctx.student_qkv,
+                ctx.teacher_qkv,
+                ctx.batch.inputs["attention_mask"].to(ctx.student_logits.device),
+                self.relation_heads,
+            )
+            kd = kd + self.config.relation_weight * rel
         return LossTerms(task={"kd": self.config.alpha * kd})
 
     def planned_vocab_size(self) -> int | None:
@@ -161,6 +179,7 @@ class SqdStage(Stage):
             "temperature": self.config.temperature,
             "alpha": self.config.alpha,
             "hidden_weight": self.config.hidden_weight,
+            "relation_weight": self.config.relation_weight,
             "qat": self.config.qat,
             "freeze_word_embeddings": self.config.freeze_word_embeddings,
         }

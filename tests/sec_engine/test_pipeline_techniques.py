@@ -74,11 +74,14 @@ def test_all_techniques_on_each_family(arch: str, tmp_path: Path) -> None:
     data = write_sentiment_csv(tmp_path / "train.csv", 240, unlabelled=40, seed=1)
     cb = RecordingCallbacks()
     out = tmp_path / "out"
-    result = run_job(_spec(), ResolvedInputs(model=str(model_dir), train_path=data), out, cb)
+    # Attention-relation distillation on too: its q/k/v capture must work on every family.
+    spec = _spec(sqd={"prune_vocabulary": True, "relation_weight": 1.0})
+    result = run_job(spec, ResolvedInputs(model=str(model_dir), train_path=data), out, cb)
     m = result.manifest
     assert m["labels_used"] <= 0.7 * m["labels_available"] + 1
     assert set(m["techniques"]) == {"tal", "ada", "sqd", "aip"}
     assert m["techniques"]["sqd"]["student_layers"] == 2
+    assert m["techniques"]["sqd"]["relation_layers"] == [1, 3]
     assert m["techniques"]["aip"]["head_sparsity"] >= 0.0
     # The first evaluation is the student's best so far, so it is never "over T" against the
     # controller's reference: pruning always starts (it used to wait for the teacher's accuracy).

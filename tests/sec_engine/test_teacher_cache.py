@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sec_engine.compression.relations import capture_qkv, qkv_tuple
 from sec_engine.data.encoding import collate
 from sec_engine.stages import teacher_cache
 from sec_engine.stages.teacher_cache import TeacherCache
@@ -63,3 +64,26 @@ def test_logits_only_and_the_memory_cap(monkeypatch: pytest.MonkeyPatch) -> None
     assert logits.shape == (2, 3)
     monkeypatch.setattr(teacher_cache, "MAX_BYTES", 10)
     assert TeacherCache.build(model, feats, hidden=True, pad=0, device=CPU) is None
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_cached_projections_match_a_capture(arch: str) -> None:
+    model = build_tiny(arch).eval()
+    feats = _features(arch)
+    cache = TeacherCache.build(model, feats, hidden=False, pad=0, device=CPU, qkv_layer=2)
+    assert cache is not None
+    index = [5, 9, 2]
+    inputs = collate([feats[i] for i in index], 0)
+    width = int(inputs["input_ids"].shape[1])
+    with torch.no_grad(), capture_qkv(model, 2) as captured:
+        model(**inputs)
+    cached = cache.qkv_batch(index, width, CPU)
+    assert cached is not None
+    mask = inputs["attention_mask"].bool()
+    for c, fresh in zip(cached, qkv_tuple(captured), strict=True):
+        assert c.shape == fresh.shape
+        torch.testing.assert_close(c[mask], fresh[mask], atol=2e-2, rtol=1e-2)  # fp16
+        assert torch.count_nonzero(c[~mask]) == 0
+    no_qkv = TeacherCache.build(model, feats, hidden=False, pad=0, device=CPU)
+    assert no_qkv is not None
+    assert no_qkv.qkv_batch(index, width, CPU) is None
