@@ -199,7 +199,10 @@ def _student_seconds(
     labels = labels_to_use(spec, sizes.train)
     steps = _steps(labels, cfg.batch_size, epochs)
     evals = _evals(steps, cfg.eval_every_steps)
-    per_step = (tp.student_step_s + EXPECTED_DATA_SHARE * tp.soft_batch) * LOOP_OVERHEAD
+    # Only ADA's augmented rows and TAL's unbought / unlabelled rows make soft-labelled
+    # batches; without either the pool is empty and no step pays for one.
+    share = EXPECTED_DATA_SHARE if (t.ada.enabled or t.tal.enabled) else 0.0
+    per_step = (tp.student_step_s + share * tp.soft_batch) * LOOP_OVERHEAD
     seconds = steps * per_step + evals * sizes.validation * tp.student_infer_row_s
     if t.sqd.enabled:  # the teacher's outputs on every labelled row, cached once
         seconds += math.ceil(labels / cfg.batch_size) * tp.teacher_forward

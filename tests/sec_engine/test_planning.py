@@ -206,3 +206,20 @@ def test_with_the_budget_it_needs_the_plan_fits_and_the_student_trains(
 def test_majority_baseline() -> None:
     assert majority_baseline([0, 0, 1, None]) == pytest.approx(2 / 3)
     assert majority_baseline([None]) is None
+
+
+def test_a_job_without_soft_labelled_rows_pays_for_no_soft_batches() -> None:
+    """With ADA and TAL off the loop's pool is empty: the plan must not price soft batches
+    (it did, and a distillation-only job planned 0.8 of its epochs where all fitted)."""
+    tp = Throughput(
+        teacher_step_s=0.5,
+        teacher_infer_row_s=0.005,
+        student_step_s=0.3,
+        student_infer_row_s=0.0025,
+        soft_batch_s=3.0,
+    )
+    s = spec(600, budget={"max_minutes": 600}, techniques={"ada": OFF, "tal": OFF})
+    plan = make_plan(s, SIZES, tp)
+    labelled_only = plan.student_steps * tp.student_step_s * planning.LOOP_OVERHEAD
+    compressing = plan.predicted_seconds["compressing"]
+    assert labelled_only <= compressing < labelled_only + plan.student_steps * tp.soft_batch * 0.1
