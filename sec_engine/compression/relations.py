@@ -71,6 +71,14 @@ def capture_qkv(model: nn.Module, layer: int) -> Iterator[dict[str, torch.Tensor
             handle.remove()
 
 
+def capture_qkv_if(
+    model: nn.Module, layer: int | None
+) -> contextlib.AbstractContextManager[dict[str, torch.Tensor] | None]:
+    """`capture_qkv` of `layer`, or a no-op yielding None when no layer is named (no stage
+    distils relations)."""
+    return capture_qkv(model, layer) if layer is not None else contextlib.nullcontext()
+
+
 def qkv_tuple(captured: dict[str, torch.Tensor]) -> QKV:
     """The captured projections in (query, key, value) order."""
     missing = [n for n in _NAMES if n not in captured]

@@ -15,7 +15,6 @@ most compressed, still acceptable); if none was, the most accurate ones.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sec_engine.callbacks import Phase, TraceRow
-from sec_engine.compression.relations import capture_qkv, qkv_tuple
+from sec_engine.compression.relations import capture_qkv_if, qkv_tuple
 from sec_engine.controller.policy import Decision, Observation, decide, initial_decision
 from sec_engine.data.encoding import Batch, Features, collate
 from sec_engine.spec import Int4Config
@@ -217,7 +216,7 @@ class LossAssembly:
         already scaled by the distance to the size target)."""
         state, stages = self.state, self.stages
         layers = self.relation_layers
-        with _capture(student, layers[0] if layers else None) as s_captured:
+        with capture_qkv_if(student, layers[0] if layers else None) as s_captured:
             s_logits, s_hidden = forward(
                 student, batch.inputs, state.device, hidden_states=self.wants_hidden
             )
@@ -227,7 +226,10 @@ class LossAssembly:
             t_logits, t_hidden = self.cache.batch(batch.index, width, state.device)
             t_qkv = self.cache.qkv_batch(batch.index, width, state.device)
         elif self.wants_teacher:
-            with torch.no_grad(), _capture(state.teacher, layers[1] if layers else None) as t_cap:
+            with (
+                torch.no_grad(),
+                capture_qkv_if(state.teacher, layers[1] if layers else None) as t_cap,
+            ):
                 t_logits, t_hidden = forward(
                     state.teacher, batch.inputs, state.device, hidden_states=self.wants_hidden
                 )
@@ -263,13 +265,6 @@ class LossAssembly:
         r_model = r_model * (1.0 + size_gap)
         loss = loss + state.lambda1 * r_data + state.lambda2 * r_model
         return loss, loss_task, r_data, r_model
-
-
-def _capture(
-    model: nn.Module, layer: int | None
-) -> contextlib.AbstractContextManager[dict[str, torch.Tensor] | None]:
-    """`capture_qkv` of `layer`, or a no-op yielding None when no stage distils relations."""
-    return capture_qkv(model, layer) if layer is not None else contextlib.nullcontext()
 
 
 def run_compression(state: EngineState, stages: list[Stage]) -> None:

@@ -14,13 +14,12 @@ than `MAX_BYTES`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from sec_engine.compression.relations import QKV, capture_qkv, qkv_tuple
+from sec_engine.compression.relations import QKV, capture_qkv_if, qkv_tuple
 from sec_engine.data.encoding import Features, iter_batches
 from sec_engine.training import forward
 
@@ -69,10 +68,7 @@ class TeacherCache:
         logits = torch.zeros(len(features), _num_labels(teacher))
         rows: list[torch.Tensor | None] = [None] * len(features)
         qkv_rows: list[torch.Tensor | None] = [None] * len(features)
-        capture = (
-            capture_qkv(teacher, qkv_layer) if qkv_layer is not None else contextlib.nullcontext()
-        )
-        with torch.no_grad(), capture as captured:
+        with torch.no_grad(), capture_qkv_if(teacher, qkv_layer) as captured:
             for batch in iter_batches(features, INFER_BATCH, pad, by_length=True):
                 out_logits, out_hidden = forward(
                     teacher, batch.inputs, device, hidden_states=hidden
