@@ -40,6 +40,18 @@ def load_section(section: str, results: Path = RESULTS) -> dict[str, Any] | None
     return None
 
 
+def variant_sections(section: str, results: Path = RESULTS) -> list[dict[str, Any]]:
+    """Full runs of a section on another spec (`<section>.<spec stem>.json`, e.g. seed 1)."""
+    out = []
+    for path in sorted(results.glob(f"{section}.*.json")):
+        if path.name.endswith(".quick.json"):
+            continue
+        data: dict[str, Any] = json.loads(path.read_text())
+        data["file"] = path.name
+        out.append(data)
+    return out
+
+
 def rows_of(section: dict[str, Any]) -> list[Row]:
     return [Row.from_dict(r) for r in section["rows"]]
 
@@ -332,14 +344,16 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
     if waterfall is not None:
         from bench.waterfall import waterfall_markdown
 
-        lines += [
-            "## Drop waterfall: what each step costs, and the naive pipeline",
-            "",
-            _provenance(waterfall),
-            "",
-            *waterfall_markdown(waterfall),
-            "",
-        ]
+        for i, run in enumerate([waterfall, *variant_sections("waterfall", results)]):
+            title = "## Drop waterfall: what each step costs, and the naive pipeline"
+            lines += [
+                title if i == 0 else f"### The same waterfall, seed {run['seed']}",
+                "",
+                _provenance(run),
+                "",
+                *waterfall_markdown(run),
+                "",
+            ]
     missing = [
         s
         for s, d in (

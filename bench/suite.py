@@ -104,13 +104,16 @@ class Context:
     work: Path  # var/bench/<mode>
     command: str
     results: Path = RESULTS
+    variant: str = ""  # the spec file's stem when it is not the default spec
 
     @property
     def max_len(self) -> int:
         return self.spec.training.max_seq_len
 
     def results_path(self, section: str) -> Path:
-        suffix = "" if self.mode.name == "full" else f".{self.mode.name}"
+        # Another spec's results (a second seed) never overwrite the default's.
+        suffix = f".{self.variant}" if self.variant else ""
+        suffix += "" if self.mode.name == "full" else f".{self.mode.name}"
         return self.results / f"{section}{suffix}.json"
 
 
@@ -578,7 +581,8 @@ def make_context(
         )
     spec = JobSpec.model_validate(spec.model_dump())
     data = load_data(inputs, spec.split, spec.seed)
-    return Context(spec, inputs, data, mode, work, command, results)
+    variant = "" if spec_path.resolve() == DEFAULT_SPEC.resolve() else spec_path.stem
+    return Context(spec, inputs, data, mode, work, command, results, variant)
 
 
 def run_section(ctx: Context, section: str) -> dict[str, Any]:
@@ -639,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     if sections != list(SECTIONS):
         command += f" --sections {','.join(sections)}"
+    if args.spec.resolve() != DEFAULT_SPEC.resolve():
+        command += f" --spec {args.spec}"
+    if args.work is not None:
+        command += f" --work {args.work}"
     torch.set_num_threads(THREADS)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = make_context(args.spec, mode, command, args.work, args.results)

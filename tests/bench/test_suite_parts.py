@@ -246,6 +246,41 @@ def test_waterfall_steps_are_differences_of_the_rows() -> None:
     assert "| SEC vs the naive pipeline | +1.40 |" in md
 
 
+def test_a_second_seeds_waterfall_has_its_own_file_and_report_section(tmp_path: Path) -> None:
+    from bench.suite import FULL, QUICK, Context
+    from bench.waterfall import waterfall_steps
+
+    def ctx(variant: str, mode: object) -> Context:
+        return Context(None, None, None, mode, tmp_path, "c", tmp_path, variant)  # type: ignore[arg-type]
+
+    assert ctx("", FULL).results_path("waterfall").name == "waterfall.json"
+    assert ctx("", QUICK).results_path("waterfall").name == "waterfall.quick.json"
+    seed1 = ctx("minilm_rt_seed1", FULL).results_path("waterfall")
+    assert seed1.name == "waterfall.minilm_rt_seed1.json"
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed, naive, sec in ((0, 0.83, 0.82), (1, 0.80, 0.815)):
+        rows = [
+            Row(
+                "naive pipeline: + ONNX Runtime int8 PTQ", "waterfall", "waterfall", accuracy=naive
+            ),
+            Row("SEC (TAL, ADA, adaptive controller, QAT)", "waterfall", "waterfall", accuracy=sec),
+        ]
+        body = _section("waterfall", rows, mode="full")
+        body.update(seed=seed, steps=waterfall_steps(rows))
+        name = "waterfall.json" if seed == 0 else "waterfall.minilm_rt_seed1.json"
+        (results / name).write_text(json.dumps(body))
+    (results / "waterfall.minilm_rt_seed1.quick.json").write_text("not read")
+
+    text = write_report(results, tmp_path / "RESULTS.md")
+
+    assert "### The same waterfall, seed 1" in text
+    assert "`waterfall.minilm_rt_seed1.json`" in text
+    assert "| SEC vs the naive pipeline | -1.00 |" in text
+    assert "| SEC vs the naive pipeline | +1.50 |" in text
+
+
 def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     from bench.budget import curve_markdown, load_markdown, plot_curve
 
