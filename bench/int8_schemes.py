@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     _, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
     command = "python -m bench.int8_schemes" + (f" --model {args.model}" if args.model else "")
+    if args.spec.resolve() != DEFAULT_SPEC.resolve():
+        command += f" --spec {args.spec}"
     command += f" --tag {args.tag}" if args.tag else ""
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="sec-int8-") as tmp:
         model_dir = args.model or reference_model(args.spec)
