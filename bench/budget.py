@@ -30,7 +30,15 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS, ROOT, THREADS, LoadSampler, LogCallbacks, machine_info
+from bench.common import (
+    DEFAULT_SPEC,
+    RESULTS,
+    ROOT,
+    THREADS,
+    LoadSampler,
+    LogCallbacks,
+    machine_info,
+)
 from sec_engine.checkpoint import teacher_spec_view
 from sec_engine.cli import load_spec
 from sec_engine.data.rotten_tomatoes import ensure as ensure_dataset
@@ -38,7 +46,6 @@ from sec_engine.pipeline import run_job
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 
-DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
 WORK = ROOT / "var" / "bench" / "budget"
 GENEROUS = {"teacher_epochs": 3.0, "student_epochs": 12.0}
 LOAD_TOLERANCE_POINTS = 0.3

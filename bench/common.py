@@ -25,6 +25,13 @@ from sec_engine.data.splits import DataBundle
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 THREADS = 2  # the target machine: a 2-core CPU; fixed so every timing uses the same threads
+DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"  # the engine target spec
+
+
+def spec_variant(spec: Path) -> str:
+    """ "" for the default spec, else the spec file's stem: results of another spec (a second
+    seed, an ablation) are written under it, so they never overwrite the default's."""
+    return "" if spec.resolve() == DEFAULT_SPEC.resolve() else spec.stem
 
 
 class LogCallbacks:

@@ -39,12 +39,14 @@ import numpy as np
 import torch
 
 from bench.common import (
+    DEFAULT_SPEC,
     RESULTS,
     ROOT,
     THREADS,
     LoadSampler,
     LogCallbacks,
     machine_info,
+    spec_variant,
     split_digest,
 )
 from sec_engine.artifact_contract import HF_DIR, ONNX_INT8
@@ -66,7 +68,6 @@ from sec_engine.spec import JobSpec, Techniques
 from sec_engine.stages.teacher import fine_tune, validation_metrics
 from sec_engine.training import Deadline
 
-DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
 RUN_DIR = ROOT / "var" / "runs" / "engine_target"
 QUICK_ROWS = 3000
 QUICK_MINUTES = 6.0
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     command = "python -m bench.engine_target" + (" --quick" if args.quick else "")
-    if args.spec.resolve() != DEFAULT_SPEC.resolve():
+    if spec_variant(args.spec):
         command += f" --spec {args.spec}"
     if args.checkpoint_dir is not None:
         command += f" --checkpoint-dir {args.checkpoint_dir}"
@@ -416,10 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_seconds=time.monotonic() - bench_start,
         teacher_restored=log.teacher_resumed,
     )
-    suffix = ".quick" if args.quick else ""
-    # Another spec's results never overwrite the default's.
-    if args.spec.resolve() != DEFAULT_SPEC.resolve():
-        suffix = f".{args.spec.stem}{suffix}"
+    variant = spec_variant(args.spec)
+    suffix = (f".{variant}" if variant else "") + (".quick" if args.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"engine_target{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"engine_target{suffix}.md").write_text(markdown(summary, suffix))

@@ -29,7 +29,15 @@ import numpy as np
 import onnx
 import torch
 
-from bench.common import RESULTS, ROOT, THREADS, LoadSampler, machine_info
+from bench.common import (
+    DEFAULT_SPEC,
+    RESULTS,
+    ROOT,
+    THREADS,
+    LoadSampler,
+    machine_info,
+    spec_variant,
+)
 from sec_engine.cli import load_spec
 from sec_engine.compression.int4_ops import quantize_int4
 from sec_engine.compression.qat import EXPORT_SCHEME
@@ -41,7 +49,6 @@ from sec_engine.evaluation.runner import metrics_onnx
 from sec_engine.evaluation.size import size_mb
 from sec_engine.export.onnx_export import export_onnx
 
-DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
 WORK = ROOT / "var" / "bench" / "int8"
 
 ENGINE_OPTIONS = {
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     _, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
     command = "python -m bench.int8_schemes" + (f" --model {args.model}" if args.model else "")
-    if args.spec.resolve() != DEFAULT_SPEC.resolve():
+    if spec_variant(args.spec):
         command += f" --spec {args.spec}"
     command += f" --tag {args.tag}" if args.tag else ""
     with LoadSampler() as load, tempfile.TemporaryDirectory(prefix="sec-int8-") as tmp:

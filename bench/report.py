@@ -347,7 +347,9 @@ def write_report(results: Path = RESULTS, report: Path = REPORT) -> str:
         for i, run in enumerate([waterfall, *variant_sections("waterfall", results)]):
             title = "## Drop waterfall: what each step costs, and the naive pipeline"
             lines += [
-                title if i == 0 else f"### The same waterfall, seed {run['seed']}",
+                title
+                if i == 0
+                else f"### The same waterfall on `{run['file']}` (seed {run['seed']})",
                 "",
                 _provenance(run),
                 "",

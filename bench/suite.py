@@ -38,12 +38,14 @@ from typing import Any
 import torch
 
 from bench.common import (
+    DEFAULT_SPEC,
     RESULTS,
     ROOT,
     THREADS,
     LoadSampler,
     LogCallbacks,
     machine_info,
+    spec_variant,
     split_digest,
 )
 from bench.measure import (
@@ -68,7 +70,6 @@ from sec_engine.pipeline import run_job, seed_everything
 from sec_engine.result import ResolvedInputs
 from sec_engine.spec import JobSpec
 
-DEFAULT_SPEC = ROOT / "examples" / "minilm_rotten_tomatoes.yaml"
 SECTIONS = ("compression", "table1", "labels", "waterfall")
 
 
@@ -111,7 +112,6 @@ class Context:
         return self.spec.training.max_seq_len
 
     def results_path(self, section: str) -> Path:
-        # Another spec's results (a second seed) never overwrite the default's.
         suffix = f".{self.variant}" if self.variant else ""
         suffix += "" if self.mode.name == "full" else f".{self.mode.name}"
         return self.results / f"{section}{suffix}.json"
@@ -581,8 +581,7 @@ def make_context(
         )
     spec = JobSpec.model_validate(spec.model_dump())
     data = load_data(inputs, spec.split, spec.seed)
-    variant = "" if spec_path.resolve() == DEFAULT_SPEC.resolve() else spec_path.stem
-    return Context(spec, inputs, data, mode, work, command, results, variant)
+    return Context(spec, inputs, data, mode, work, command, results, spec_variant(spec_path))
 
 
 def run_section(ctx: Context, section: str) -> dict[str, Any]:
@@ -643,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     if sections != list(SECTIONS):
         command += f" --sections {','.join(sections)}"
-    if args.spec.resolve() != DEFAULT_SPEC.resolve():
+    if spec_variant(args.spec):
         command += f" --spec {args.spec}"
     if args.work is not None:
         command += f" --work {args.work}"

@@ -253,6 +253,10 @@ def test_a_second_seeds_waterfall_has_its_own_file_and_report_section(tmp_path: 
     def ctx(variant: str, mode: object) -> Context:
         return Context(None, None, None, mode, tmp_path, "c", tmp_path, variant)  # type: ignore[arg-type]
 
+    from bench.common import DEFAULT_SPEC, ROOT, spec_variant
+
+    assert spec_variant(DEFAULT_SPEC) == ""
+    assert spec_variant(ROOT / "bench" / "specs" / "minilm_rt_seed1.yaml") == "minilm_rt_seed1"
     assert ctx("", FULL).results_path("waterfall").name == "waterfall.json"
     assert ctx("", QUICK).results_path("waterfall").name == "waterfall.quick.json"
     seed1 = ctx("minilm_rt_seed1", FULL).results_path("waterfall")
@@ -275,8 +279,7 @@ def test_a_second_seeds_waterfall_has_its_own_file_and_report_section(tmp_path: 
 
     text = write_report(results, tmp_path / "RESULTS.md")
 
-    assert "### The same waterfall, seed 1" in text
-    assert "`waterfall.minilm_rt_seed1.json`" in text
+    assert "### The same waterfall on `waterfall.minilm_rt_seed1.json` (seed 1)" in text
     assert "| SEC vs the naive pipeline | -1.00 |" in text
     assert "| SEC vs the naive pipeline | +1.50 |" in text
 
