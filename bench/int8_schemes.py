@@ -48,21 +48,33 @@ from sec_engine.evaluation.latency import time_onnx
 from sec_engine.evaluation.runner import metrics_onnx
 from sec_engine.evaluation.size import size_mb
 from sec_engine.export.onnx_export import export_onnx
+from sec_engine.export.per_token import rewrite_file
 
 WORK = ROOT / "var" / "bench" / "int8"
 
 ENGINE_OPTIONS = {
     "per_channel": EXPORT_SCHEME.per_channel,
     "reduce_range": EXPORT_SCHEME.reduce_range,
+    "per_token": EXPORT_SCHEME.per_token_activations,
 }
+# Every variant is scored at each of these evaluation batch sizes: a row's answer should not
+# depend on its batch-mates (`sec_engine.export.per_token`); the first is the headline.
+EVAL_BATCHES = (64, 32, 1)
 
-# name -> quantize_dynamic keyword arguments (None = the fp32 export itself)
+# name -> quantize_dynamic keyword arguments (None = the fp32 export itself); `per_token`:
+# the activation scales rewritten per token afterwards, as the engine's export does.
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "fp32 (ONNX Runtime)": None,
     "int8 per-tensor": {"per_channel": False},
     "int8 per-channel": {"per_channel": True},
     "int8 per-tensor, reduced range": {"per_channel": False, "reduce_range": True},
     "int8 per-channel, reduced range": {"per_channel": True, "reduce_range": True},
+    "int8 per-channel, reduced range, per-token activations": {
+        "per_channel": True,
+        "reduce_range": True,
+        "per_token": True,
+    },
+    "int8 per-channel, per-token activations": {"per_channel": True, "per_token": True},
     "uint8 weights per-tensor": {"per_channel": False, "weight_type": "QUInt8"},
     "uint8 weights per-channel": {"per_channel": True, "weight_type": "QUInt8"},
     "int8 per-channel, MatMul only (fp32 embeddings)": {
@@ -125,6 +137,7 @@ def run(model_dir: Path, spec_path: Path, work: Path) -> dict[str, Any]:
             path = work / f"{len(rows)}.onnx"
             kw = dict(options)
             kw["weight_type"] = getattr(QuantType, kw.pop("weight_type", "QInt8"))
+            tokens = kw.pop("per_token", False)
             src = fp32
             if "int4_block_size" in kw:
                 src = work / f"{len(rows)}.int4.onnx"
@@ -142,11 +155,21 @@ def run(model_dir: Path, spec_path: Path, work: Path) -> dict[str, Any]:
                 # As the engine's export does: the com.microsoft ops' outputs are float.
                 kw["extra_options"] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
             quantize_dynamic(src, path, **kw)
-        acc = {
-            k: metrics_onnx(path, feats[k], labels[k], 64, pad_id(tok), THREADS)["accuracy"]
-            for k in splits
+            if tokens:
+                rewrite_file(path)
+        by_batch = {}
+        for batch in EVAL_BATCHES:
+            acc = {
+                k: metrics_onnx(path, feats[k], labels[k], batch, pad_id(tok), THREADS)["accuracy"]
+                for k in splits
+            }
+            by_batch[batch] = acc
+        acc = by_batch[EVAL_BATCHES[0]]
+        n_rows = sum(len(v) for v in splits.values())
+        both_at = {
+            b: sum(a[k] * len(splits[k]) for k in splits) / n_rows for b, a in by_batch.items()
         }
-        both = sum(acc[k] * len(splits[k]) for k in splits) / sum(len(v) for v in splits.values())
+        both = both_at[EVAL_BATCHES[0]]
         lat = time_onnx(path, latency_in, threads=THREADS, runtime=name)
         rows.append(
             {
@@ -156,6 +179,10 @@ def run(model_dir: Path, spec_path: Path, work: Path) -> dict[str, Any]:
                 "validation": round(acc["validation"], 6),
                 "test": round(acc["test"], 6),
                 "both": round(both, 6),
+                "both_by_eval_batch": {str(b): round(v, 6) for b, v in both_at.items()},
+                "eval_batch_spread_points": round(
+                    100 * (max(both_at.values()) - min(both_at.values())), 3
+                ),
                 "size_mb": round(size_mb(path), 2),
                 "ms_per_batch": round(lat.ms_per_batch, 1),
             }
@@ -180,17 +207,22 @@ def markdown(result: dict[str, Any]) -> str:
         f"the run: mean {result['load']['mean']}, max {result['load']['max']} (latency is "
         "noisy under load; accuracy is not).",
         "",
-        f"Accuracy on validation + test ({result['rows_scored']} rows). `*` = the engine's "
+        f"Accuracy on validation + test ({result['rows_scored']} rows), evaluated at batch "
+        f"{EVAL_BATCHES[0]}; the spread column is the largest difference of that accuracy "
+        "over the evaluation batch sizes (one file, the same rows). `*` = the engine's "
         "export scheme (QAT trains against the same grid).",
         "",
-        "| scheme | validation | test | both | Δ points vs fp32 | MB | ms/batch (b32, s128) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| scheme | validation | test | both | Δ points vs fp32 | spread over eval batch "
+        f"{'/'.join(map(str, EVAL_BATCHES))} (points) | MB | ms/batch (b32, s128) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         mark = " *" if r["engine_scheme"] else ""
+        spread = r.get("eval_batch_spread_points")
         lines.append(
             f"| {r['name']}{mark} | {r['validation']:.4f} | {r['test']:.4f} | {r['both']:.4f} | "
-            f"{r['points_vs_fp32']:+.2f} | {r['size_mb']:.2f} | {r['ms_per_batch']:.1f} |"
+            f"{r['points_vs_fp32']:+.2f} | {'' if spread is None else f'{spread:.2f}'} | "
+            f"{r['size_mb']:.2f} | {r['ms_per_batch']:.1f} |"
         )
     lines += [
         "",

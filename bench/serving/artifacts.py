@@ -6,19 +6,16 @@ is laid out, checksummed and packed exactly as what a job produces:
 
     model/              HF-format model + tokenizer (save_pretrained: config.json,
                         model.safetensors, tokenizer.json, tokenizer_config.json)
-    model.int8.onnx     ONNX Runtime dynamic int8 (manifest files.onnx_int8), or
+    model.int8.onnx     the engine's int8 export (manifest files.onnx_int8), or
     model.onnx          fp32 ONNX (manifest files.onnx) for a model served unquantized
     manifest.json       labels, files, sha256 of every file
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from sec_engine.artifact_contract import (
@@ -27,27 +24,15 @@ from sec_engine.artifact_contract import (
     ONNX_INT8,
     write_manifest,
 )
+from sec_engine.export.onnx_export import export_onnx as engine_export
+from sec_engine.export.onnx_export import quantize_onnx_int8
 from workers.archive import make_archive
-
-OPSET = 17
-
-
-class _Logits(nn.Module):
-    """Positional inputs in a fixed order and the logits as the only output."""
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.names = names
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(**dict(zip(self.names, tensors, strict=True))).logits
-        return out
 
 
 def export_onnx(model: nn.Module, tokenizer: Any, path: Path, *, int8: bool) -> Path:
-    """TorchScript export (dynamo=False, opset 17) with dynamic batch and sequence axes,
-    then, for `int8`, ONNX Runtime dynamic quantization (QInt8 weights)."""
+    """The engine's ONNX export (dynamic batch and sequence axes) and, for `int8`, its int8
+    quantization (`sec_engine.export.onnx_export`), so a deployed bench model runs the graph
+    a job ships."""
     model = model.cpu().eval()
     names = [
         n
@@ -58,25 +43,9 @@ def export_onnx(model: nn.Module, tokenizer: Any, path: Path, *, int8: bool) -> 
         ["an example", "a second, longer example text"], padding=True, return_tensors="pt"
     )
     fp32 = path.with_name(path.stem + ".fp32.onnx") if int8 else path
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Logits(model, names),
-            tuple(example[n] for n in names),
-            str(fp32),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    engine_export(model, {n: example[n] for n in names}, names, fp32)
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=False)
+        quantize_onnx_int8(fp32, path)
         fp32.unlink()
     return path
 

@@ -20,8 +20,9 @@ activation ranges follow the batch), so the two per-channel schemes tie and both
 per-tensor loss. The reduced range is kept because x86 CPUs without VNNI (this one)
 multiply uint8 activations by int8 weights with an instruction (VPMADDUBSW) whose
 16-bit sums saturate; 7-bit weights keep them in range. Activations
-(``quantize_activations=True``) are asymmetric per tensor to uint8 with min/max taken from the
-current batch, as dynamic quantization does at inference. Rounding has no useful gradient, so
+(``quantize_activations=True``) are quantized as the export quantizes them at inference:
+symmetric int8 with one scale per token from that token's own range (``export.per_token``),
+or, for a scheme without per-token scales, asymmetric uint8 over the whole tensor. Rounding has no useful gradient, so
 the backward pass treats it as identity (straight-through estimator, Bengio et al. 2013).
 
 A small custom STE instead of ``torch.ao.quantization.FakeQuantize``: that still runs in torch
@@ -46,10 +47,14 @@ _EPS = 1e-8
 
 @dataclass(frozen=True)
 class Int8Scheme:
-    """How weights become int8: the export applies it, QAT simulates it (one owner)."""
+    """How weights and activations become int8: the export applies it, QAT simulates it
+    (one owner)."""
 
     per_channel: bool
     reduce_range: bool
+    # Activations: symmetric int8 with one scale per token (`export.per_token`), or ONNX
+    # Runtime's default of one asymmetric uint8 range per tensor, which spans the whole batch.
+    per_token_activations: bool = True
 
     @property
     def qmax(self) -> float:
@@ -57,7 +62,7 @@ class Int8Scheme:
         return 64.0 if self.reduce_range else 127.0
 
 
-EXPORT_SCHEME = Int8Scheme(per_channel=True, reduce_range=True)
+EXPORT_SCHEME = Int8Scheme(per_channel=True, reduce_range=True, per_token_activations=True)
 
 
 def fake_quant_weight(
@@ -73,9 +78,15 @@ def fake_quant_weight(
     return (w + (q - w).detach()).to(weight.dtype)
 
 
-def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
-    """Asymmetric per-tensor uint8 fake quantization from the tensor's own range (dynamic)."""
+def fake_quant_activation(x: torch.Tensor, *, per_token: bool = True) -> torch.Tensor:
+    """Dynamic int8 fake quantization of an activation, as the export runs it: symmetric
+    with one scale per token (row of the last axis), or asymmetric uint8 over the tensor."""
     xf = x.float()
+    if per_token:
+        peak = xf.detach().abs().amax(dim=-1, keepdim=True)
+        scale = (peak / 127.0).clamp_min(_EPS)
+        dq = (xf / scale).round().clamp(-127.0, 127.0) * scale
+        return (xf + (dq - xf).detach()).to(x.dtype)
     lo = xf.detach().amin().clamp(max=0.0)  # the range always contains 0, as in ORT
     hi = xf.detach().amax().clamp(min=0.0)
     scale = ((hi - lo) / 255.0).clamp_min(_EPS)
@@ -90,11 +101,14 @@ class FakeQuantLinear(nn.Linear):
     in :func:`prepare_qat`; ``sec_quantize_activations`` is set there."""
 
     sec_quantize_activations: bool = False
+    sec_per_token: bool = True
     sec_per_channel: bool = False
     sec_qmax: float = 127.0
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        x = fake_quant_activation(input) if self.sec_quantize_activations else input
+        x = input
+        if self.sec_quantize_activations:
+            x = fake_quant_activation(input, per_token=self.sec_per_token)
         weight = fake_quant_weight(
             self.weight, per_channel=self.sec_per_channel, qmax=self.sec_qmax
         )
@@ -115,6 +129,7 @@ def prepare_qat(
         if type(module) is nn.Linear and not any(name.startswith(s) for s in skip):
             object.__setattr__(module, "__class__", FakeQuantLinear)
             object.__setattr__(module, "sec_quantize_activations", quantize_activations)
+            object.__setattr__(module, "sec_per_token", scheme.per_token_activations)
             object.__setattr__(module, "sec_per_channel", scheme.per_channel)
             object.__setattr__(module, "sec_qmax", scheme.qmax)
             converted += 1
@@ -127,6 +142,7 @@ def strip_qat(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, FakeQuantLinear):
             module.__dict__.pop("sec_quantize_activations", None)
+            module.__dict__.pop("sec_per_token", None)
             module.__dict__.pop("sec_per_channel", None)
             module.__dict__.pop("sec_qmax", None)
             object.__setattr__(module, "__class__", nn.Linear)

@@ -3,14 +3,15 @@ with only transformers / onnxruntime (none of our packages importable) and repro
 endpoint's predictions on 100 inputs.
 
 Tolerances, per class probability (labels must be identical on all 100 inputs):
-- ONNX Runtime on the same int8 file vs the endpoint: 0.01. Same graph and weights; the only
-  difference is batch composition: dynamic int8 quantises activations with one scale per
-  tensor, computed over the whole (padded) batch, so a batch-of-25 and a batch-of-1 differ
-  by a fraction of a quantisation step (measured 0.002).
+- ONNX Runtime on the same int8 file, one input at a time, vs the endpoint's batches of 25:
+  1e-4. Same graph and weights, and the engine's int8 export quantises activations with one
+  scale per token, so an answer does not depend on its batch-mates or on padding; what is
+  left is float summation order. (With ONNX Runtime's default of one scale per batch tensor
+  the two differed by 0.002, and a served answer moved with other users' requests.)
 - transformers fp32 safetensors vs the endpoint's int8 ONNX: 0.06. That difference is the
-  quantisation itself: per-tensor symmetric int8 weights (step = max|w|/127) plus int8
-  activations, through 2 layers and the head; measured 0.008-0.035 on this model, whose answers
-  have probability margins > 0.7, so no label can flip.
+  quantisation itself (the engine's scheme: per-channel 7-bit weights, per-token int8
+  activations) through 2 layers and the head; measured 0.008-0.035 on this model, whose
+  answers have probability margins > 0.7, so no label can flip.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tests.serving.tiny_artifact import (
 
 pytestmark = pytest.mark.unit
 
-ONNX_TOLERANCE = 0.01
+ONNX_TOLERANCE = 1e-4
 HF_TOLERANCE = 0.06
 
 CLEAN_SCRIPT = textwrap.dedent(

@@ -87,11 +87,25 @@ def test_straight_through_gradient() -> None:
     torch.testing.assert_close(w.grad, torch.arange(16.0).view(4, 4))
     x = torch.randn(3, 5, requires_grad=True)
     qx = fake_quant_activation(x)
-    scale = (x.max() - x.min()) / 255
-    assert ((qx - x).abs() <= scale / 2 + 1e-5).all()
+    scale = x.detach().abs().amax(dim=-1, keepdim=True) / 127  # one scale per token (row)
+    assert ((qx - x).abs() <= scale / 2 + 1e-6).all()
     torch.autograd.backward(qx.sum())
     assert x.grad is not None
     torch.testing.assert_close(x.grad, torch.ones(3, 5))
+    y = torch.randn(3, 5)
+    qy = fake_quant_activation(y, per_token=False)  # ONNX Runtime's default: uint8 per tensor
+    assert ((qy - y).abs() <= (y.max() - y.min()) / 255 / 2 + 1e-5).all()
+
+
+def test_per_token_activation_scales_ignore_other_rows() -> None:
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    loud = x.clone()
+    loud[3] *= 1000  # an outlier row (another request in the batch) must not coarsen row 0
+    torch.testing.assert_close(fake_quant_activation(loud)[:3], fake_quant_activation(x)[:3])
+    assert not torch.allclose(
+        fake_quant_activation(loud, per_token=False)[:3],
+        fake_quant_activation(x, per_token=False)[:3],
+    )
 
 
 def test_prepare_trains_through_quantization_and_strip_restores(arch: str) -> None:
