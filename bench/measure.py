@@ -98,7 +98,8 @@ def fp32_candidates(model_dir: Path, data: DataBundle, scratch: Path) -> list[Ca
 
 def onnx_int8_peer(model_dir: Path, data: DataBundle, scratch: Path) -> Candidate:
     """ONNX Runtime dynamic int8 PTQ of an fp32 model (what Optimum's dynamic quantizer runs:
-    onnxruntime.quantization.quantize_dynamic, QInt8 weights on the engine's export scheme: per-channel, reduced range)."""
+    onnxruntime.quantization.quantize_dynamic, QInt8 weights on the engine's export scheme: per-channel,
+    reduced range, activations rewritten to per-token scales, `sec_engine.export.per_token`)."""
     fp32 = fp32_candidates(model_dir, data, scratch)[1]
     assert fp32.onnx_path is not None
     int8 = quantize_onnx_int8(fp32.onnx_path, scratch / "ptq.int8.onnx")

@@ -328,7 +328,7 @@ def section_compression(ctx: Context) -> dict[str, Any]:
         "ONNX Runtime dynamic int8 PTQ",
         "compression",
         "peer",
-        how="onnxruntime.quantization.quantize_dynamic (QInt8 with the engine's export scheme: per-channel, reduced range; MatMul + Gather) of the teacher's ONNX export; optimum not installed (it would downgrade transformers)",
+        how="onnxruntime.quantization.quantize_dynamic (QInt8 with the engine's export scheme: per-channel, reduced range, per-token activation scales; MatMul + Gather) of the teacher's ONNX export; optimum not installed (it would downgrade transformers)",
     )
     add(peer, [onnx_int8_peer(teacher_dir, ctx.data, d)])
     pruned_dir = one_shot_pruned(ctx, teacher_dir, scratch / "textpruner")
