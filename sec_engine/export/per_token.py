@@ -15,7 +15,7 @@ This rewrite replaces each `DynamicQuantizeLinear` by symmetric int8 with one sc
     q     = round(x / scale) + 128  as uint8               (one per-axis QuantizeLinear)
 
 The +128 offset keeps the uint8 x int8 kernels (u8s8) that x86 CPUs multiply fastest: the
-zero point is the constant 128 for every token, so `MatMulInteger` still gets a scalar zero
+zero point is the constant 128 for every token, so the int8 GEMM still gets the scalar zero
 point, which its CPU kernel requires. The int8 product is rescaled per output channel inside
 ONNX Runtime's `MatMulIntegerToFloat` (a `com.microsoft` op, as the int4 export's are), then
 multiplied by the `[..., 1]` token scale (see :func:`per_token_activations` for why in that
