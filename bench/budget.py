@@ -7,7 +7,9 @@ curve  The spec with generous epochs (teacher 3, student 12) and each budget: th
        (sec_engine.planning) shrinks that work to fit, so a larger budget trains longer. Each
        job's test accuracy is compared with the all-label reference teacher of
        `bench.engine_target` (same seed, split and recipe, trained once and cached under
-       var/bench/reference/). Writes bench/results/budget_curve.{json,md,png}.
+       var/bench/reference/). Writes bench/results/budget_curve.{json,md,png} after every
+       point, keeping the points already there for the same spec, so the four budgets can
+       be run in separate sittings (`--budgets 120` adds that point to the committed curve).
 load   The spec as written, run twice: on a quiet machine, then with two processes keeping
        both cores busy for the whole job. The plan must be the same (it is sized from CPU
        time, not the wall clock) and the accuracy within 0.3 points. Writes
@@ -25,6 +27,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ from sec_engine.spec import JobSpec
 
 WORK = ROOT / "var" / "bench" / "budget"
 GENEROUS = {"teacher_epochs": 3.0, "student_epochs": 12.0}
+CURVE_BUDGETS = (15.0, 30.0, 60.0, 120.0)  # minutes: the curve the README promises
 LOAD_TOLERANCE_POINTS = 0.3
 
 
@@ -97,19 +101,57 @@ def _burn() -> None:  # pragma: no cover - runs in a child process until termina
         pass
 
 
-def curve(spec: JobSpec, inputs: ResolvedInputs, budgets: list[float]) -> dict[str, Any]:
+def curve_key(spec: JobSpec) -> str:
+    """Which curve a point belongs to: the spec with the curve's epochs, budget left out."""
+    view = spec.model_copy(
+        update={"training": spec.training.model_copy(update=GENEROUS)}
+    ).model_dump(mode="json")
+    view["budget"].pop("max_minutes", None)
+    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def merge_points(previous: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per budget, the newest run winning, sorted by budget."""
+    by_budget = {p["budget_minutes"]: p for p in previous}
+    by_budget.update({p["budget_minutes"]: p for p in new})
+    return [by_budget[b] for b in sorted(by_budget)]
+
+
+def half_point_budget(points: list[dict[str, Any]]) -> float | None:
+    return next((p["budget_minutes"] for p in points if p["drop_points"] <= 0.5), None)
+
+
+def curve(
+    spec: JobSpec,
+    inputs: ResolvedInputs,
+    budgets: list[float],
+    previous: list[dict[str, Any]],
+    save: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Runs each budget and saves after every point, so a long curve can be built over
+    several sittings (`previous`: the points already measured for this same spec)."""
     reference = reference_accuracy(spec, inputs)
-    points = []
+    points: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
     for minutes in budgets:
         training = spec.training.model_copy(update=GENEROUS)
         budget = spec.budget.model_copy(update={"max_minutes": minutes})
         run_spec = spec.model_copy(update={"training": training, "budget": budget})
-        point = run_once(run_spec, inputs, WORK / f"curve-{minutes:g}", f"{minutes:g}min")
+        with LoadSampler() as load:
+            point = run_once(run_spec, inputs, WORK / f"curve-{minutes:g}", f"{minutes:g}min")
+        point["load_average_1m"] = load.summary()
+        point["date"] = time.strftime("%Y-%m-%d")
         point["drop_points"] = round(100 * (reference["accuracy"] - point["accuracy"]), 3)
         points.append(point)
         print(f"[budget] {minutes:g} min: drop {point['drop_points']:+.2f}", file=sys.stderr)
-    reached = next((p["budget_minutes"] for p in points if p["drop_points"] <= 0.5), None)
-    return {"reference": reference, "points": points, "budget_for_half_point": reached}
+        merged = merge_points(previous, points)
+        result = {
+            "reference": reference,
+            "points": merged,
+            "budget_for_half_point": half_point_budget(merged),
+        }
+        save(result)
+    return result
 
 
 def load_check(spec: JobSpec, inputs: ResolvedInputs, with_reference: bool) -> dict[str, Any]:
@@ -140,32 +182,49 @@ def load_check(spec: JobSpec, inputs: ResolvedInputs, with_reference: bool) -> d
     }
 
 
+def _load_cell(load: dict[str, float] | None) -> str:
+    return f"{load['mean']} ({load['max']})" if load else "-"
+
+
 def curve_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Budget curve: what more budget buys",
         "",
         f"Command: `{r['command']}`; machine {r['machine']['cpu']}, {THREADS} threads; "
-        f"reference teacher (all labels) test accuracy {r['reference']['accuracy']:.4f}.",
+        f"reference teacher (all labels) test accuracy {r['reference']['accuracy']:.4f}. "
+        f"Each job: the spec with teacher {GENEROUS['teacher_epochs']:g} / student "
+        f"{GENEROUS['student_epochs']:g} epochs asked for, which the plan shrinks to fit the "
+        "budget.",
         "",
-        "| budget (min) | plan: teacher / student epochs | predicted min | wall min | test acc | "
-        "drop (pts) | size × | speed × |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| budget (min) | plan: teacher / student epochs | plan: steps | predicted min | "
+        "wall min | job's teacher acc | test acc | drop (pts) | size × | speed × | "
+        "1-min load mean (max) | date |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in r["points"]:
         lines.append(
             f"| {p['budget_minutes']:g} | {p['plan']['teacher_epochs']:.2f} / "
-            f"{p['plan']['student_epochs']:.2f} | {p['predicted_minutes']:.1f} | "
-            f"{p['wall_minutes']:.1f} | {p['accuracy']:.4f} | {p['drop_points']:+.2f} | "
-            f"{p['size_ratio']:.2f} | {p['speed_ratio']:.2f} |"
+            f"{p['plan']['student_epochs']:.2f} | {p['plan']['teacher_steps']} / "
+            f"{p['plan']['student_steps']} | {p['predicted_minutes']:.1f} | "
+            f"{p['wall_minutes']:.1f} | {p['job_teacher_accuracy']:.4f} | "
+            f"{p['accuracy']:.4f} | {p['drop_points']:+.2f} | "
+            f"{p['size_ratio']:.2f} | {p['speed_ratio']:.2f} | "
+            f"{_load_cell(p.get('load_average_1m'))} | "
+            f"{p.get('date', '-')} |"
         )
     half = r["budget_for_half_point"]
-    lines += [
-        "",
-        f"Drop ≤ 0.5 points first reached at: {f'{half:g} min' if half else 'no budget tried'}.",
-        "",
-        "![drop vs budget](budget_curve.png)",
-        "",
-    ]
+    done = {p["budget_minutes"] for p in r["points"]}
+    missing = [b for b in CURVE_BUDGETS if b not in done]
+    if half is not None:
+        verdict = f"Drop ≤ 0.5 points first reached at: {half:g} min."
+    else:
+        verdict = (
+            f"Drop ≤ 0.5 points not reached at any budget run so far "
+            f"({', '.join(f'{b:g}' for b in sorted(done))} min)."
+        )
+    if missing:
+        verdict += f" Not yet run: {', '.join(f'{b:g}' for b in missing)} min."
+    lines += ["", verdict, "", "![drop vs budget](budget_curve.png)", ""]
     return "\n".join(lines)
 
 
@@ -241,20 +300,29 @@ def main(argv: list[str] | None = None) -> int:
     spec, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
     command = f"python -m bench.budget {args.what}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "curve":
         command += f" --budgets {args.budgets}"
-        result = curve(spec, inputs, [float(b) for b in args.budgets.split(",")])
-    else:
-        command += " --no-reference" if args.no_reference else ""
-        result = load_check(spec, inputs, with_reference=not args.no_reference)
+        if args.spec != DEFAULT_SPEC:
+            command += f" --spec {args.spec}"
+        key = curve_key(spec)
+        written = RESULTS / "budget_curve.json"
+        earlier = json.loads(written.read_text()) if written.is_file() else {}
+        previous = earlier.get("points", []) if earlier.get("curve_key") == key else []
+
+        def save(result: dict[str, Any]) -> None:
+            result.update(command=command, machine=machine_info(), curve_key=key)
+            written.write_text(json.dumps(result, indent=2) + "\n")
+            (RESULTS / "budget_curve.md").write_text(curve_markdown(result))
+            plot_curve(result, RESULTS / "budget_curve.png")
+
+        curve(spec, inputs, [float(b) for b in args.budgets.split(",")], previous, save)
+        return 0
+    command += " --no-reference" if args.no_reference else ""
+    result = load_check(spec, inputs, with_reference=not args.no_reference)
     result.update(command=command, machine=machine_info())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "budget_curve" if args.what == "curve" else "load_independence"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = curve_markdown(result) if args.what == "curve" else load_markdown(result)
-    (RESULTS / f"{name}.md").write_text(text)
-    if args.what == "curve":
-        plot_curve(result, RESULTS / "budget_curve.png")
+    (RESULTS / "load_independence.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "load_independence.md").write_text(load_markdown(result))
     return 0
 
 

@@ -285,7 +285,7 @@ def test_a_second_seeds_waterfall_has_its_own_file_and_report_section(tmp_path: 
 
 
 def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
-    from bench.budget import curve_markdown, load_markdown, plot_curve
+    from bench.budget import curve_markdown, load_markdown, merge_points, plot_curve
 
     def point(minutes: float, drop: float) -> dict[str, object]:
         return {
@@ -299,6 +299,7 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
             "predicted_minutes": minutes * 0.8,
             "wall_minutes": minutes * 0.9,
             "accuracy": 0.85 - drop / 100,
+            "job_teacher_accuracy": 0.845,
             "drop_points": drop,
             "size_ratio": 9.5,
             "speed_ratio": 6.0,
@@ -313,8 +314,19 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
         "budget_for_half_point": 60.0,
     }
     text = curve_markdown(curve)
-    assert "| 30 | 1.00 / 2.00 |" in text
-    assert "first reached at: 60 min" in text
+    assert "| 30 | 1.00 / 2.00 | 300 / 600 |" in text
+    assert "first reached at: 60 min." in text
+    assert "Not yet run: 120 min." in text
+    # A curve built over sittings: a later run adds its budget and replaces a rerun one.
+    merged = merge_points(curve["points"], [point(120, 0.3), point(15, 1.5)])
+    assert [(p["budget_minutes"], p["drop_points"]) for p in merged] == [
+        (15, 1.5),
+        (30, 0.9),
+        (60, 0.4),
+        (120, 0.3),
+    ]
+    text = curve_markdown({**curve, "points": merged[:2], "budget_for_half_point": None})
+    assert "not reached at any budget run so far (15, 30 min). Not yet run: 60, 120" in text
     plot_curve(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
@@ -322,7 +334,6 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
         return {
             **point(30, drop),
             "load_average_1m": {"mean": load_mean, "max": load_mean + 0.5},
-            "job_teacher_accuracy": 0.85,
         }
 
     load = {
