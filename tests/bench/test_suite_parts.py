@@ -376,18 +376,42 @@ def test_too_small_report_names_the_budget_a_base_size_model_needs() -> None:
         }
 
     too_small = "budget too small: 30 min; a useful plan needs about 182 min on this device"
-    text = markdown(
-        {
-            "command": "python -m bench.too_small --budget 30",
-            "machine": {"cpu": "test cpu"},
-            "load_average_1m": {"mean": 2.0, "max": 2.2},
-            "model": "BERT-base shape",
-            "parameters": 109_483_778,
-            "spec": "bench/specs/minilm_rt_pairs.yaml",
-            "runs": [run(30, False, [too_small]), run(182, True, []), run(403, True, [])],
-        }
-    )
+    dry = {
+        "command": "python -m bench.too_small --budget 30",
+        "machine": {"cpu": "test cpu"},
+        "load_average_1m": {"mean": 2.0, "max": 2.2},
+        "model": "BERT-base shape",
+        "parameters": 109_483_778,
+        "spec": "bench/specs/minilm_rt_pairs.yaml",
+        "runs": [run(30, False, [too_small]), run(182, True, []), run(403, True, [])],
+    }
+    text = markdown(dry)
     assert "109.5M parameters" in text
     assert "teacher 31.50, student 6.20" in text
     assert f"| 30 | **no** | 90 / 30 | 200.0 | 181.2 / 402.7 | {too_small} |" in text
     assert "| 182 | yes | 400 / 1200 |" in text
+    assert "The job at the budget" not in text
+
+    def job(teacher_accuracy: float) -> dict[str, object]:
+        return {
+            "budget_minutes": 182.0,
+            "plan": {"teacher_steps": 400, "student_steps": 1200, "fits": True},
+            "predicted_minutes": 160.0,
+            "wall_minutes": 170.5,
+            "test_majority_baseline": 0.51,
+            "teacher_events": ["teacher fine-tuned for 400 steps on 3570 labels"],
+            "student_event": "training the student for 1200 steps",
+            "teacher_test_accuracy": teacher_accuracy,
+            "compressed_test_accuracy": 0.84,
+            "size_ratio": 9.1,
+            "speed_ratio": 4.2,
+            "warnings": [],
+            "load_average_1m": {"mean": 1.9, "max": 2.1},
+        }
+
+    text = markdown({**dry, "run": job(0.86)})
+    assert "## The job at the budget the dry run named (182 min)" in text
+    assert "| 400 / 1200 | 160.0 / 170.5 | 0.8600 | 0.5100 | 0.8400 |" in text
+    assert "The teacher beats the majority class by +35.00 points" in text
+    assert "training the student for 1200 steps" in text
+    assert "does NOT beat the majority class by -1.00" in markdown({**dry, "run": job(0.50)})
