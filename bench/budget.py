@@ -117,6 +117,12 @@ def merge_points(previous: list[dict[str, Any]], new: list[dict[str, Any]]) -> l
     return [by_budget[b] for b in sorted(by_budget)]
 
 
+def cpu_of(machine: dict[str, Any]) -> str:
+    """The CPU a point ran on: the plan sizes the work to the device, so points from
+    different CPUs train different steps for the same budget."""
+    return f"{machine['cpu']} ({machine.get('cpu_int8', 'unknown')})"
+
+
 def half_point_budget(points: list[dict[str, Any]]) -> float | None:
     return next((p["budget_minutes"] for p in points if p["drop_points"] <= 0.5), None)
 
@@ -127,6 +133,7 @@ def curve(
     budgets: list[float],
     previous: list[dict[str, Any]],
     save: Callable[[dict[str, Any]], None],
+    command: str,
 ) -> dict[str, Any]:
     """Runs each budget and saves after every point, so a long curve can be built over
     several sittings (`previous`: the points already measured for this same spec)."""
@@ -141,6 +148,8 @@ def curve(
             point = run_once(run_spec, inputs, WORK / f"curve-{minutes:g}", f"{minutes:g}min")
         point["load_average_1m"] = load.summary()
         point["date"] = time.strftime("%Y-%m-%d")
+        point["machine"] = cpu_of(machine_info())
+        point["command"] = command
         point["drop_points"] = round(100 * (reference["accuracy"] - point["accuracy"]), 3)
         points.append(point)
         print(f"[budget] {minutes:g} min: drop {point['drop_points']:+.2f}", file=sys.stderr)
@@ -182,24 +191,36 @@ def load_check(spec: JobSpec, inputs: ResolvedInputs, with_reference: bool) -> d
     }
 
 
+def read_curve(path: Path) -> dict[str, Any]:
+    """budget_curve.json; points written before each named its own CPU and command take the
+    file's."""
+    result: dict[str, Any] = json.loads(path.read_text())
+    for point in result["points"]:
+        point.setdefault("machine", cpu_of(result["machine"]))
+        point.setdefault("command", result["command"])
+    return result
+
+
 def _load_cell(load: dict[str, float] | None) -> str:
     return f"{load['mean']} ({load['max']})" if load else "-"
 
 
 def curve_markdown(r: dict[str, Any]) -> str:
+    runs = dict.fromkeys(p.get("command", r["command"]) for p in r["points"])
+    commands = ", ".join(f"`{c}`" for c in runs) or f"`{r['command']}`"
     lines = [
         "# Budget curve: what more budget buys",
         "",
-        f"Command: `{r['command']}`; machine {r['machine']['cpu']}, {THREADS} threads; "
-        f"reference teacher (all labels) test accuracy {r['reference']['accuracy']:.4f}. "
+        f"Commands: {commands}; {THREADS} threads; reference teacher (all labels) test "
+        f"accuracy {r['reference']['accuracy']:.4f}. "
         f"Each job: the spec with teacher {GENEROUS['teacher_epochs']:g} / student "
         f"{GENEROUS['student_epochs']:g} epochs asked for, which the plan shrinks to fit the "
         "budget.",
         "",
         "| budget (min) | plan: teacher / student epochs | plan: steps | predicted min | "
         "wall min | job's teacher acc | test acc | drop (pts) | size × | speed × | "
-        "1-min load mean (max) | date |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "1-min load mean (max) | CPU (int8 ISA) | date |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in r["points"]:
         lines.append(
@@ -209,7 +230,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
             f"{p['wall_minutes']:.1f} | {p['job_teacher_accuracy']:.4f} | "
             f"{p['accuracy']:.4f} | {p['drop_points']:+.2f} | "
             f"{p['size_ratio']:.2f} | {p['speed_ratio']:.2f} | "
-            f"{_load_cell(p.get('load_average_1m'))} | "
+            f"{_load_cell(p.get('load_average_1m'))} | {p.get('machine', '-')} | "
             f"{p.get('date', '-')} |"
         )
     half = r["budget_for_half_point"]
@@ -224,6 +245,18 @@ def curve_markdown(r: dict[str, Any]) -> str:
         )
     if missing:
         verdict += f" Not yet run: {', '.join(f'{b:g}' for b in missing)} min."
+    for p in r["points"]:
+        if not p["fits"]:
+            verdict += (
+                f" At {p['budget_minutes']:g} min the budget is too small for a useful plan on "
+                f"{p.get('machine', 'this CPU')}: the job said so in its first events, ran the "
+                f"minimum plan (one pass over the labels each) and took {p['wall_minutes']:.1f} min."
+            )
+    if len({p.get("machine") for p in r["points"]}) > 1:
+        verdict += (
+            " The points ran on different CPUs: the plan sizes the work to the device, so "
+            "compare them with care."
+        )
     lines += ["", verdict, "", "![drop vs budget](budget_curve.png)", ""]
     return "\n".join(lines)
 
@@ -295,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="load: skip the all-label reference (its drops), which trains for minutes",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="curve: only rewrite budget_curve.{md,png} from budget_curve.json",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        result = read_curve(RESULTS / "budget_curve.json")
+        (RESULTS / "budget_curve.md").write_text(curve_markdown(result))
+        plot_curve(result, RESULTS / "budget_curve.png")
+        return 0
     torch.set_num_threads(THREADS)
     spec, inputs = load_spec(args.spec)
     ensure_dataset(inputs.train_path)
@@ -307,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             command += f" --spec {args.spec}"
         key = curve_key(spec)
         written = RESULTS / "budget_curve.json"
-        earlier = json.loads(written.read_text()) if written.is_file() else {}
+        earlier = read_curve(written) if written.is_file() else {}
         previous = earlier.get("points", []) if earlier.get("curve_key") == key else []
 
         def save(result: dict[str, Any]) -> None:
@@ -316,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             (RESULTS / "budget_curve.md").write_text(curve_markdown(result))
             plot_curve(result, RESULTS / "budget_curve.png")
 
-        curve(spec, inputs, [float(b) for b in args.budgets.split(",")], previous, save)
+        budgets = [float(b) for b in args.budgets.split(",")]
+        curve(spec, inputs, budgets, previous, save, command)
         return 0
     command += " --no-reference" if args.no_reference else ""
     result = load_check(spec, inputs, with_reference=not args.no_reference)

@@ -297,6 +297,7 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
                 "student_steps": 600,
             },
             "predicted_minutes": minutes * 0.8,
+            "fits": True,
             "wall_minutes": minutes * 0.9,
             "accuracy": 0.85 - drop / 100,
             "job_teacher_accuracy": 0.845,
@@ -327,6 +328,16 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     ]
     text = curve_markdown({**curve, "points": merged[:2], "budget_for_half_point": None})
     assert "not reached at any budget run so far (15, 30 min). Not yet run: 60, 120" in text
+    assert "different CPUs" not in text
+    assert "too small" not in text
+    overrun = {**point(15, 3.6), "fits": False, "wall_minutes": 21.5}
+    text = curve_markdown({**curve, "points": [overrun]})
+    assert "At 15 min the budget is too small for a useful plan" in text
+    assert "took 21.5 min" in text
+    elsewhere = {**point(120, 0.3), "machine": "Intel Xeon (avx2 avx512f amx_int8)"}
+    text = curve_markdown({**curve, "points": [*curve["points"], elsewhere]})
+    assert "| Intel Xeon (avx2 avx512f amx_int8) |" in text
+    assert "The points ran on different CPUs" in text
     plot_curve(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
