@@ -91,6 +91,7 @@ def run_once(spec: JobSpec, inputs: ResolvedInputs, out: Path, tag: str) -> dict
         "job_teacher_accuracy": manifest["teacher"]["accuracy"],
         "size_ratio": manifest["ratios"]["size"],
         "speed_ratio": manifest["ratios"]["speed"],
+        "runtime": manifest["compressed"]["latency"]["runtime"],
         "warnings": manifest["warnings"],
         "wall_minutes": round((time.monotonic() - started) / 60, 2),
     }
@@ -201,6 +202,12 @@ def read_curve(path: Path) -> dict[str, Any]:
     return result
 
 
+def _runtime_note(point: dict[str, Any]) -> str:
+    """The runtime a job shipped, where it is not the int8 ONNX file."""
+    runtime = point.get("runtime", "onnxruntime-int8")
+    return "" if runtime == "onnxruntime-int8" else f" ({runtime})"
+
+
 def _load_cell(load: dict[str, float] | None) -> str:
     return f"{load['mean']} ({load['max']})" if load else "-"
 
@@ -229,7 +236,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
             f"{p['plan']['student_steps']} | {p['predicted_minutes']:.1f} | "
             f"{p['wall_minutes']:.1f} | {p['job_teacher_accuracy']:.4f} | "
             f"{p['accuracy']:.4f} | {p['drop_points']:+.2f} | "
-            f"{p['size_ratio']:.2f} | {p['speed_ratio']:.2f} | "
+            f"{p['size_ratio']:.2f}{_runtime_note(p)} | {p['speed_ratio']:.2f} | "
             f"{_load_cell(p.get('load_average_1m'))} | {p.get('machine', '-')} | "
             f"{p.get('date', '-')} |"
         )

@@ -334,6 +334,9 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     text = curve_markdown({**curve, "points": [overrun]})
     assert "At 15 min the budget is too small for a useful plan" in text
     assert "took 21.5 min" in text
+    # A job that shipped another runtime than the int8 ONNX file says so by its size.
+    torch_run = {**point(30, 3.7), "size_ratio": 1.76, "runtime": "torch-int8"}
+    assert "| 1.76 (torch-int8) |" in curve_markdown({**curve, "points": [torch_run]})
     elsewhere = {**point(120, 0.3), "machine": "Intel Xeon (avx2 avx512f amx_int8)"}
     text = curve_markdown({**curve, "points": [*curve["points"], elsewhere]})
     assert "| Intel Xeon (avx2 avx512f amx_int8) |" in text

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from sec_engine.data.encoding import encode, pad_id
 from sec_engine.data.splits import Example
-from sec_engine.export.artifact import export_compressed, measure_setup
+from sec_engine.export.artifact import auto_picks_torch, export_compressed, measure_setup
 from sec_engine.spec import QuantRuntime
 from tests.sec_engine.conftest import make_tokenizer
 
@@ -66,3 +66,25 @@ def test_auto_picks_the_runtime_whose_file_meets_the_size_target(tmp_path: Path)
         model, tok, setup, tmp_path / "forced", scratch, QuantRuntime.TORCH, max_size_mb=limit
     )
     assert forced.extra["runtime_choice"]["chosen"] == "torch-int8"
+
+
+@pytest.mark.parametrize(
+    ("torch_ms", "torch_mb", "limit", "picks_torch"),
+    [
+        (50.0, 40.0, None, True),  # clearly faster, no size target
+        (97.0, 40.0, None, False),  # within the timing margin: ONNX Runtime
+        (50.0, 40.0, 50.0, True),  # both files meet the target
+        (50.0, 40.0, 20.0, False),  # only the ONNX file meets it
+        # Neither meets it: the ONNX file (11 MB) is nearer; a faster torch must not ship
+        # 40 MB for a 10 MB target.
+        (50.0, 40.0, 10.0, False),
+        (50.0, 9.0, 5.0, True),  # neither meets it, and torch's file is the smaller
+    ],
+)
+def test_auto_treats_the_size_target_as_a_constraint(
+    torch_ms: float, torch_mb: float, limit: float | None, picks_torch: bool
+) -> None:
+    choice = auto_picks_torch(
+        ort_ms=100.0, torch_ms=torch_ms, ort_mb=11.0, torch_mb=torch_mb, max_size_mb=limit
+    )
+    assert choice is picks_torch
