@@ -34,6 +34,11 @@ from sec_engine.training import forward
 TIMED_STEPS = 4
 INFER_ROWS = 128
 REPEATS = 3  # timed runs per batch; the cheapest counts (see _time)
+# A batch whose untimed first run took longer than this (device clock) is timed once: over
+# seconds, interference averages out instead of landing on one run, and repeating a base-size
+# model's steps made its calibration 221 s of a dry run (all-mpnet-base-v2, 2 CPU cores, where
+# a step costs about 3 s). MiniLM-sized steps (0.4-0.9 s) keep all three repeats.
+SLOW_RUN_S = 2.0
 
 
 def device_clock(device: torch.device) -> Callable[[], float]:
@@ -85,13 +90,17 @@ def _time(fn: Callable[[Batch], object], batches: list[Batch], clock: Callable[[
     thousands of steps reuse a few dozen shapes. Then each batch is timed `REPEATS` times and
     its cheapest run counts: interference (another process's cache traffic, a hypervisor
     taking the core) only ever adds cost, so the minimum is the step's own price, and one
-    pass's mean varied by 20 % between calibrations on a quiet machine."""
+    pass's mean varied by 20 % between calibrations on a quiet machine. A batch slower than
+    `SLOW_RUN_S` is timed once (see there)."""
+    first = []
     for b in batches:
+        start = clock()
         fn(b)
+        first.append(clock() - start)
     total = 0.0
-    for b in batches:
+    for b, untimed in zip(batches, first, strict=True):
         runs = []
-        for _ in range(REPEATS):
+        for _ in range(REPEATS if untimed < SLOW_RUN_S else 1):
             start = clock()
             fn(b)
             runs.append(clock() - start)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sec_engine.calibration import calibrate
+from sec_engine.calibration import REPEATS, SLOW_RUN_S, _time, calibrate
+from sec_engine.data.encoding import Batch
 
 from .compression.tiny_models import build_tiny
 
@@ -44,3 +45,22 @@ def test_every_unit_is_priced_and_the_teacher_is_untouched() -> None:
     assert tp.teacher_forward_s is not None
     for k, v in teacher.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+def test_slow_batches_are_timed_once_and_fast_ones_at_their_cheapest() -> None:
+    """A scripted clock: each call of the work advances it by that batch's cost, the repeats
+    of a fast batch cost less each time (interference that fades), a slow one costs the same."""
+    now = [0.0]
+    calls: dict[str, int] = {"fast": 0, "slow": 0}
+    cost = {"fast": [0.9, 0.5, 0.3, 0.4], "slow": [5.0, 3.0]}
+
+    def work(batch: Batch) -> None:
+        name = "fast" if batch.index == [0] else "slow"
+        now[0] += cost[name][calls[name]]
+        calls[name] += 1
+
+    batches = [Batch({}, [0]), Batch({}, [1])]
+    per_batch = _time(work, batches, lambda: now[0])
+    assert calls == {"fast": 1 + REPEATS, "slow": 2}
+    assert SLOW_RUN_S < 5.0
+    assert per_batch == pytest.approx((0.3 + 3.0) / 2)
