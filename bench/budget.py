@@ -215,10 +215,11 @@ def _load_cell(load: dict[str, float] | None) -> str:
 def curve_markdown(r: dict[str, Any]) -> str:
     runs = dict.fromkeys(p.get("command", r["command"]) for p in r["points"])
     commands = ", ".join(f"`{c}`" for c in runs) or f"`{r['command']}`"
+    label = "Commands" if len(runs) > 1 else "Command"
     lines = [
         "# Budget curve: what more budget buys",
         "",
-        f"Commands: {commands}; {THREADS} threads; reference teacher (all labels) test "
+        f"{label}: {commands}; {THREADS} threads; reference teacher (all labels) test "
         f"accuracy {r['reference']['accuracy']:.4f}. "
         f"Each job: the spec with teacher {GENEROUS['teacher_epochs']:g} / student "
         f"{GENEROUS['student_epochs']:g} epochs asked for, which the plan shrinks to fit the "

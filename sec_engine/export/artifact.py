@@ -124,7 +124,7 @@ def measure_teacher(
 def auto_picks_torch(
     *, ort_ms: float, torch_ms: float, ort_mb: float, torch_mb: float, max_size_mb: float | None
 ) -> bool:
-    """ "auto": ONNX Runtime unless torch is clearly faster and its file is allowed.
+    """The "auto" runtime: ONNX Runtime unless torch is clearly faster and its file is allowed.
 
     The int8 ONNX file is the self-contained int8 artifact, and single timings on a shared CPU
     vary by a few per cent, hence the margin. A size target is a constraint: torch's file (the
