@@ -10,6 +10,7 @@ curve  The spec with generous epochs (teacher 3, student 12) and each budget: th
        var/bench/reference/). Writes bench/results/budget_curve.{json,md,png} after every
        point, keeping the points already there for the same spec, so the four budgets can
        be run in separate sittings (`--budgets 120` adds that point to the committed curve).
+       Each CPU gets its own curve: the plan sizes the work to the device.
 load   The spec as written, run twice: on a quiet machine, then with two processes keeping
        both cores busy for the whole job. The plan must be the same (it is sized from CPU
        time, not the wall clock) and the accuracy within 0.3 points. Writes
@@ -53,6 +54,7 @@ WORK = ROOT / "var" / "bench" / "budget"
 GENEROUS = {"teacher_epochs": 3.0, "student_epochs": 12.0}
 CURVE_BUDGETS = (15.0, 30.0, 60.0, 120.0)  # minutes: the curve the README promises
 LOAD_TOLERANCE_POINTS = 0.3
+UNKNOWN_CPU = "unknown CPU"
 
 
 def reference_accuracy(spec: JobSpec, inputs: ResolvedInputs) -> dict[str, float]:
@@ -112,10 +114,14 @@ def curve_key(spec: JobSpec) -> str:
 
 
 def merge_points(previous: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per budget, the newest run winning, sorted by budget."""
-    by_budget = {p["budget_minutes"]: p for p in previous}
-    by_budget.update({p["budget_minutes"]: p for p in new})
-    return [by_budget[b] for b in sorted(by_budget)]
+    """One point per CPU and budget, the newest run winning, sorted by CPU, then budget."""
+    by_key = {_point_key(p): p for p in previous}
+    by_key.update({_point_key(p): p for p in new})
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def _point_key(point: dict[str, Any]) -> tuple[str, float]:
+    return (point.get("machine", UNKNOWN_CPU), point["budget_minutes"])
 
 
 def cpu_of(machine: dict[str, Any]) -> str:
@@ -124,8 +130,22 @@ def cpu_of(machine: dict[str, Any]) -> str:
     return f"{machine['cpu']} ({machine.get('cpu_int8', 'unknown')})"
 
 
+def curves_by_cpu(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each CPU's own curve, budgets ascending: the same budget buys a faster CPU more steps,
+    so points from two CPUs are not one curve."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for point in sorted(points, key=_point_key):
+        curves.setdefault(point.get("machine", UNKNOWN_CPU), []).append(point)
+    return curves
+
+
 def half_point_budget(points: list[dict[str, Any]]) -> float | None:
+    """The smallest budget of one CPU's curve whose drop is at most half a point."""
     return next((p["budget_minutes"] for p in points if p["drop_points"] <= 0.5), None)
+
+
+def half_point_budgets(points: list[dict[str, Any]]) -> dict[str, float | None]:
+    return {cpu: half_point_budget(curve) for cpu, curve in curves_by_cpu(points).items()}
 
 
 def curve(
@@ -158,7 +178,7 @@ def curve(
         result = {
             "reference": reference,
             "points": merged,
-            "budget_for_half_point": half_point_budget(merged),
+            "budget_for_half_point": half_point_budgets(merged),
         }
         save(result)
     return result
@@ -199,6 +219,8 @@ def read_curve(path: Path) -> dict[str, Any]:
     for point in result["points"]:
         point.setdefault("machine", cpu_of(result["machine"]))
         point.setdefault("command", result["command"])
+    # Files written before curves were kept per CPU held one number for all their points.
+    result["budget_for_half_point"] = half_point_budgets(result["points"])
     return result
 
 
@@ -216,6 +238,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
     runs = dict.fromkeys(p.get("command", r["command"]) for p in r["points"])
     commands = ", ".join(f"`{c}`" for c in runs) or f"`{r['command']}`"
     label = "Commands" if len(runs) > 1 else "Command"
+    curves = curves_by_cpu(r["points"])
     lines = [
         "# Budget curve: what more budget buys",
         "",
@@ -224,49 +247,77 @@ def curve_markdown(r: dict[str, Any]) -> str:
         f"Each job: the spec with teacher {GENEROUS['teacher_epochs']:g} / student "
         f"{GENEROUS['student_epochs']:g} epochs asked for, which the plan shrinks to fit the "
         "budget.",
-        "",
+    ]
+    if len(curves) > 1:
+        lines += [
+            "",
+            "One curve per CPU: the plan sizes the work to the device, so the same budget "
+            "trains a faster CPU's job for more steps.",
+        ]
+    for cpu, points in curves.items():
+        lines += ["", f"## {cpu}", "", *_curve_table(points), "", _curve_verdict(cpu, points)]
+    lines += ["", "![drop vs budget](budget_curve.png)", ""]
+    return "\n".join(lines)
+
+
+def _curve_table(points: list[dict[str, Any]]) -> list[str]:
+    rows = [
         "| budget (min) | plan: teacher / student epochs | plan: steps | predicted min | "
         "wall min | job's teacher acc | test acc | drop (pts) | size × | speed × | "
-        "1-min load mean (max) | CPU (int8 ISA) | date |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "1-min load mean (max) | date |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for p in r["points"]:
-        lines.append(
+    for p in points:
+        rows.append(
             f"| {p['budget_minutes']:g} | {p['plan']['teacher_epochs']:.2f} / "
             f"{p['plan']['student_epochs']:.2f} | {p['plan']['teacher_steps']} / "
             f"{p['plan']['student_steps']} | {p['predicted_minutes']:.1f} | "
             f"{p['wall_minutes']:.1f} | {p['job_teacher_accuracy']:.4f} | "
             f"{p['accuracy']:.4f} | {p['drop_points']:+.2f} | "
             f"{p['size_ratio']:.2f}{_runtime_note(p)} | {p['speed_ratio']:.2f} | "
-            f"{_load_cell(p.get('load_average_1m'))} | {p.get('machine', '-')} | "
-            f"{p.get('date', '-')} |"
+            f"{_load_cell(p.get('load_average_1m'))} | {p.get('date', '-')} |"
         )
-    half = r["budget_for_half_point"]
-    done = {p["budget_minutes"] for p in r["points"]}
+    return rows
+
+
+def _runs_everything(point: dict[str, Any]) -> bool:
+    plan = point["plan"]
+    return bool(
+        plan["teacher_epochs"] >= GENEROUS["teacher_epochs"]
+        and plan["student_epochs"] >= GENEROUS["student_epochs"]
+    )
+
+
+def _curve_verdict(cpu: str, points: list[dict[str, Any]]) -> str:
+    half = half_point_budget(points)
+    done = [p["budget_minutes"] for p in points]
     missing = [b for b in CURVE_BUDGETS if b not in done]
     if half is not None:
         verdict = f"Drop ≤ 0.5 points first reached at: {half:g} min."
     else:
         verdict = (
             f"Drop ≤ 0.5 points not reached at any budget run so far "
-            f"({', '.join(f'{b:g}' for b in sorted(done))} min)."
+            f"({', '.join(f'{b:g}' for b in done)} min)."
         )
     if missing:
         verdict += f" Not yet run: {', '.join(f'{b:g}' for b in missing)} min."
-    for p in r["points"]:
+    for p in points:
+        if _runs_everything(p):
+            verdict += (
+                f" At {p['budget_minutes']:g} min the budget no longer binds: the plan runs "
+                f"all {GENEROUS['teacher_epochs']:g} / {GENEROUS['student_epochs']:g} epochs "
+                f"asked for ({p['predicted_minutes']:.0f} min predicted), so a larger budget "
+                "trains nothing more on this CPU."
+            )
+            break
+    for p in points:
         if not p["fits"]:
             verdict += (
                 f" At {p['budget_minutes']:g} min the budget is too small for a useful plan on "
-                f"{p.get('machine', 'this CPU')}: the job said so in its first events, ran the "
-                f"minimum plan (one pass over the labels each) and took {p['wall_minutes']:.1f} min."
+                f"this CPU: the job said so in its first events, ran the minimum plan (one "
+                f"pass over the labels each) and took {p['wall_minutes']:.1f} min."
             )
-    if len({p.get("machine") for p in r["points"]}) > 1:
-        verdict += (
-            " The points ran on different CPUs: the plan sizes the work to the device, so "
-            "compare them with care."
-        )
-    lines += ["", verdict, "", "![drop vs budget](budget_curve.png)", ""]
-    return "\n".join(lines)
+    return verdict
 
 
 def _drop(reference: float | None, accuracy: float) -> str:
@@ -312,15 +363,17 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["budget_minutes"] for p in r["points"]]
-    ax.plot(xs, [p["drop_points"] for p in r["points"]], marker="o")
+    for cpu, points in curves_by_cpu(r["points"]).items():
+        xs = [p["budget_minutes"] for p in points]
+        ax.plot(xs, [p["drop_points"] for p in points], marker="o", label=cpu)
+    budgets = sorted({p["budget_minutes"] for p in r["points"]})
     ax.axhline(1.0, color="grey", linestyle="--", label="promise: 1 point")
     ax.axhline(0.5, color="green", linestyle=":", label="aim: 0.5 point")
     ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xticks(budgets, [f"{x:g}" for x in budgets])
     ax.set_xlabel("budget (minutes, 2 CPU cores)")
     ax.set_ylabel("accuracy drop vs all-label teacher (points)")
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

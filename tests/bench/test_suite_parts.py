@@ -285,7 +285,13 @@ def test_a_second_seeds_waterfall_has_its_own_file_and_report_section(tmp_path: 
 
 
 def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
-    from bench.budget import curve_markdown, load_markdown, merge_points, plot_curve
+    from bench.budget import (
+        curve_markdown,
+        half_point_budgets,
+        load_markdown,
+        merge_points,
+        plot_curve,
+    )
 
     def point(minutes: float, drop: float) -> dict[str, object]:
         return {
@@ -337,10 +343,31 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     # A job that shipped another runtime than the int8 ONNX file says so by its size.
     torch_run = {**point(30, 3.7), "size_ratio": 1.76, "runtime": "torch-int8"}
     assert "| 1.76 (torch-int8) |" in curve_markdown({**curve, "points": [torch_run]})
-    elsewhere = {**point(120, 0.3), "machine": "Intel Xeon (avx2 avx512f amx_int8)"}
-    text = curve_markdown({**curve, "points": [*curve["points"], elsewhere]})
-    assert "| Intel Xeon (avx2 avx512f amx_int8) |" in text
-    assert "The points ran on different CPUs" in text
+    assert "no longer binds" not in text
+    # A budget past the whole of the curve's epochs buys nothing more, and the table says so.
+    plan = {
+        "teacher_epochs": 3.0,
+        "student_epochs": 12.0,
+        "teacher_steps": 900,
+        "student_steps": 3600,
+    }
+    saturated = {**point(120, 0.6), "plan": plan}
+    text = curve_markdown({**curve, "points": [*curve["points"], saturated]})
+    assert "At 120 min the budget no longer binds: the plan runs all 3 / 12 epochs" in text
+    # Another CPU's points make their own curve: same budget, different steps.
+    elsewhere = {**point(15, 0.3), "machine": "Intel Xeon (avx2 avx512f amx_int8)"}
+    both = merge_points(curve["points"], [elsewhere])
+    assert len(both) == 4
+    text = curve_markdown({**curve, "points": both})
+    assert "One curve per CPU" in text
+    assert text.index("## Intel Xeon (avx2 avx512f amx_int8)") < text.index("## unknown CPU")
+    assert "first reached at: 15 min." in text
+    assert "first reached at: 60 min." in text
+    assert half_point_budgets(both) == {
+        "Intel Xeon (avx2 avx512f amx_int8)": 15,
+        "unknown CPU": 60.0,
+    }
+    plot_curve({**curve, "points": both}, tmp_path / "two_cpus.png")
     plot_curve(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
