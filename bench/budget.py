@@ -255,7 +255,8 @@ def curve_markdown(r: dict[str, Any]) -> str:
             "trains a faster CPU's job for more steps.",
         ]
     for cpu, points in curves.items():
-        lines += ["", f"## {cpu}", "", *_curve_table(points), "", _curve_verdict(cpu, points)]
+        verdict = _curve_verdict(points, r["reference"]["accuracy"])
+        lines += ["", f"## {cpu}", "", *_curve_table(points), "", verdict]
     lines += ["", "![drop vs budget](budget_curve.png)", ""]
     return "\n".join(lines)
 
@@ -288,7 +289,7 @@ def _runs_everything(point: dict[str, Any]) -> bool:
     )
 
 
-def _curve_verdict(cpu: str, points: list[dict[str, Any]]) -> str:
+def _curve_verdict(points: list[dict[str, Any]], reference: float) -> str:
     half = half_point_budget(points)
     done = [p["budget_minutes"] for p in points]
     missing = [b for b in CURVE_BUDGETS if b not in done]
@@ -301,6 +302,14 @@ def _curve_verdict(cpu: str, points: list[dict[str, Any]]) -> str:
         )
     if missing:
         verdict += f" Not yet run: {', '.join(f'{b:g}' for b in missing)} min."
+    largest = points[-1]
+    teacher_gap = 100 * (reference - largest["job_teacher_accuracy"])
+    verdict += (
+        f" Where the {largest['budget_minutes']:g}-min job's {largest['drop_points']:.2f} "
+        f"points go: its teacher (labels bought by TAL) ends {teacher_gap:.2f} under the "
+        f"reference before compression starts; teacher → compressed student costs "
+        f"{largest['drop_points'] - teacher_gap:.2f}."
+    )
     for p in points:
         if _runs_everything(p):
             verdict += (
@@ -370,6 +379,7 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
     ax.axhline(1.0, color="grey", linestyle="--", label="promise: 1 point")
     ax.axhline(0.5, color="green", linestyle=":", label="aim: 0.5 point")
     ax.set_xscale("log")
+    ax.minorticks_off()  # the budgets label the axis; log-scale minor labels only clutter it
     ax.set_xticks(budgets, [f"{x:g}" for x in budgets])
     ax.set_xlabel("budget (minutes, 2 CPU cores)")
     ax.set_ylabel("accuracy drop vs all-label teacher (points)")

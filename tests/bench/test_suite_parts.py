@@ -324,6 +324,11 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     assert "| 30 | 1.00 / 2.00 | 300 / 600 |" in text
     assert "first reached at: 60 min." in text
     assert "Not yet run: 120 min." in text
+    # The largest budget's drop split into the waterfall's two halves (reference 0.85,
+    # job's teacher 0.845, drop 0.4): 0.50 before compression, -0.10 after.
+    assert "Where the 60-min job's 0.40 points go: its teacher" in text
+    assert "ends 0.50 under the reference" in text
+    assert "costs -0.10." in text
     # A curve built over sittings: a later run adds its budget and replaces a rerun one.
     merged = merge_points(curve["points"], [point(120, 0.3), point(15, 1.5)])
     assert [(p["budget_minutes"], p["drop_points"]) for p in merged] == [
