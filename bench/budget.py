@@ -306,8 +306,8 @@ def _curve_verdict(points: list[dict[str, Any]], reference: float) -> str:
     teacher_gap = 100 * (reference - largest["job_teacher_accuracy"])
     verdict += (
         f" Where the {largest['budget_minutes']:g}-min job's {largest['drop_points']:.2f} "
-        f"points go: its teacher (labels bought by TAL) ends {teacher_gap:.2f} under the "
-        f"reference before compression starts; teacher → compressed student costs "
+        f"points go: its teacher (on the labels the job used) ends {teacher_gap:.2f} under "
+        f"the reference before compression starts; teacher → compressed student costs "
         f"{largest['drop_points'] - teacher_gap:.2f}."
     )
     for p in points:

@@ -329,6 +329,7 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     assert "Where the 60-min job's 0.40 points go: its teacher" in text
     assert "ends 0.50 under the reference" in text
     assert "costs -0.10." in text
+    assert "no longer binds" not in text  # 1 / 2 epochs: less than the curve asks for
     # A curve built over sittings: a later run adds its budget and replaces a rerun one.
     merged = merge_points(curve["points"], [point(120, 0.3), point(15, 1.5)])
     assert [(p["budget_minutes"], p["drop_points"]) for p in merged] == [
@@ -348,7 +349,6 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
     # A job that shipped another runtime than the int8 ONNX file says so by its size.
     torch_run = {**point(30, 3.7), "size_ratio": 1.76, "runtime": "torch-int8"}
     assert "| 1.76 (torch-int8) |" in curve_markdown({**curve, "points": [torch_run]})
-    assert "no longer binds" not in text
     # A budget past the whole of the curve's epochs buys nothing more, and the table says so.
     plan = {
         "teacher_epochs": 3.0,
@@ -373,6 +373,7 @@ def test_budget_reports_state_the_targets(tmp_path: Path) -> None:
         "unknown CPU": 60.0,
     }
     plot_curve({**curve, "points": both}, tmp_path / "two_cpus.png")
+    assert (tmp_path / "two_cpus.png").stat().st_size > 0
     plot_curve(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
